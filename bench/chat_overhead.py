@@ -1,0 +1,108 @@
+"""What does qiaoban's chat engine cost over raw llama-cpp-python?
+
+Same model file, context size, threads, prompt (the engine's own system prompt + one child message) and greedy
+sampling on both sides, so both generate the same tokens. Runs alternate (raw, ours, raw, ours, ...) and the
+KV cache is reset before each run so every run pays for its prompt. Reports decode tokens/s, time to first
+token, and the ratios; for ours also the time until the first clause is shown (the engine releases text clause by
+clause so the safety guard can check it first).
+
+    .venv/bin/python bench/chat_overhead.py [--model default] [--runs 5] [--max-tokens 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from llama_cpp import Llama
+
+from qiaoban.backends import GenerationConfig
+from qiaoban.backends.llama_cpp import LlamaCppBackend
+from qiaoban.chat import ChatEngine
+from qiaoban.chat.history import build_messages
+from qiaoban.config import default_threads
+from qiaoban.dialogue import Turn
+from qiaoban.models import ensure_model
+
+PROMPT = "我今天在学校被同学起外号了，我很生气，也有点难过。"
+
+
+def decode_rate(tokens: int, ttft: float, total: float) -> float:
+    return (tokens - 1) / (total - ttft) if tokens > 1 and total > ttft else 0.0
+
+
+def run_raw(llm: Llama, messages, gen: GenerationConfig) -> dict:
+    llm.reset()
+    start = time.perf_counter()
+    first = None
+    text = ""
+    for chunk in llm.create_chat_completion(messages, max_tokens=gen.max_tokens, temperature=gen.temperature,
+                                            top_p=gen.top_p, top_k=gen.top_k, repeat_penalty=gen.repeat_penalty,
+                                            seed=gen.seed, stream=True):
+        delta = chunk["choices"][0]["delta"].get("content")
+        if delta:
+            first = first if first is not None else time.perf_counter() - start
+            text += delta
+    total = time.perf_counter() - start
+    tokens = len(llm.tokenize(text.encode(), add_bos=False, special=False)) + 1  # + the end-of-turn token
+    return {"text": text, "tokens": tokens, "ttft": first, "total": total,
+            "tps": decode_rate(tokens, first, total)}
+
+
+def run_ours(engine: ChatEngine, gen: GenerationConfig) -> dict:
+    engine.reset()
+    engine.backend.llm.reset()
+    start = time.perf_counter()
+    stream = engine.stream(PROMPT)
+    first_clause = None
+    for _ in stream:
+        first_clause = first_clause if first_clause is not None else time.perf_counter() - start
+    result = stream.reply.result
+    return {"text": result.text, "tokens": result.completion_tokens, "ttft": result.ttft_s,
+            "total": result.total_s, "tps": result.tokens_per_s, "first_clause": first_clause}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--n-ctx", type=int, default=4096)
+    args = parser.parse_args()
+
+    path = ensure_model(args.model)
+    threads = default_threads()
+    gen = GenerationConfig(max_tokens=args.max_tokens, temperature=0.0, seed=0)
+    backend = LlamaCppBackend(path, n_ctx=args.n_ctx, n_threads=threads)
+    from qiaoban.safety import SafetyGuard
+
+    engine = ChatEngine(backend, gen=gen, guard=SafetyGuard())
+    messages = build_messages(engine.system_prompt, [Turn("child", PROMPT)])
+    raw = Llama(model_path=str(path), n_ctx=args.n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+
+    print(f"model {path.name}, {threads} threads, n_ctx {args.n_ctx}, greedy, max_tokens {args.max_tokens}")
+    run_raw(raw, messages, gen), run_ours(engine, gen)  # warm-up, not counted
+    raws, ours = [], []
+    for i in range(args.runs):
+        raws.append(run_raw(raw, messages, gen))
+        ours.append(run_ours(engine, gen))
+        print(f"run {i + 1}: raw {raws[-1]['tps']:.1f} tok/s ttft {raws[-1]['ttft']:.3f}s | "
+              f"ours {ours[-1]['tps']:.1f} tok/s ttft {ours[-1]['ttft']:.3f}s first clause "
+              f"{ours[-1]['first_clause']:.3f}s ({ours[-1]['tokens']} vs {raws[-1]['tokens']} tokens)")
+
+    def med(rows, key):
+        return statistics.median(r[key] for r in rows)
+
+    print("\nmedian of", args.runs, "runs")
+    print(f"  raw llama-cpp-python : {med(raws, 'tps'):6.2f} tok/s   ttft {med(raws, 'ttft'):.3f} s")
+    print(f"  qiaoban engine       : {med(ours, 'tps'):6.2f} tok/s   ttft {med(ours, 'ttft'):.3f} s   "
+          f"first clause shown {med(ours, 'first_clause'):.3f} s")
+    print(f"  ratio tokens/s (ours/raw): {med(ours, 'tps') / med(raws, 'tps'):.3f}   (target >= 0.95)")
+    print(f"  ratio ttft (ours/raw):     {med(ours, 'ttft') / med(raws, 'ttft'):.3f}   (target <= 1.10)")
+    same = sum(o["text"] == r["text"] for o, r in zip(ours, raws, strict=True))
+    print(f"  identical generated text in {same}/{args.runs} run pairs (greedy, same prompt)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from qiaoban.cli import app
+
+app(prog_name="qiaoban")

