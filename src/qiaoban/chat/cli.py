@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ import typer
 
 from qiaoban.backends import BackendError, GenerationConfig, load_backend
 from qiaoban.chat.engine import ChatEngine, Persona
+from qiaoban.config import home
 from qiaoban.dialogue import write_jsonl
 from qiaoban.models import ModelError
 
@@ -34,12 +36,20 @@ or --backend transformers --model CHECKPOINT_DIR.
 """
 
 
-def make_guard(enabled: bool):
-    if not enabled:
-        return None
-    from qiaoban.safety import SafetyGuard
+class SafetyRecorder:
+    """The guard for the engine, and a guardian event for each detection (in QIAOBAN_HOME/guardian.sqlite,
+    without the child's words), as `qiaoban serve`'s guardian view shows them."""
 
-    return SafetyGuard()
+    def __init__(self) -> None:
+        from qiaoban.safety import EventStore, SafetyGuard
+
+        self.guard = SafetyGuard()
+        self.store = EventStore(home() / "guardian.sqlite")
+        self.session_id = "cli-" + uuid.uuid4().hex[:12]
+
+    def record(self, reply) -> None:
+        if reply.verdict is not None and reply.verdict.risk:
+            self.store.record(reply.verdict, session_id=self.session_id)
 
 
 def chat(
@@ -70,12 +80,13 @@ def chat(
     except (ModelError, BackendError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    engine = ChatEngine(llm, persona, gen, guard=make_guard(safety))
+    recorder = SafetyRecorder() if safety else None
+    engine = ChatEngine(llm, persona, gen, guard=recorder.guard if recorder else None)
     try:
         if message is not None:
-            _one_shot(engine, message, as_json)
+            _one_shot(engine, message, as_json, recorder)
         else:
-            _interactive(engine)
+            _interactive(engine, recorder)
     except BackendError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
@@ -91,18 +102,23 @@ def default_adapter(backend: str, model: str | None) -> str | None:
     return str(path) if path else None
 
 
-def _one_shot(engine: ChatEngine, message: str, as_json: bool) -> None:
+def _one_shot(engine: ChatEngine, message: str, as_json: bool, recorder: SafetyRecorder | None) -> None:
     try:
         stream = engine.stream(message)
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    if not as_json:
+    if as_json:
+        reply = stream.collect()
+    else:
         for piece in stream:
             typer.echo(piece, nl=False)
         typer.echo()
+        reply = stream.reply
+    if recorder:
+        recorder.record(reply)
+    if not as_json:
         return
-    reply = stream.collect()
     result = reply.result
     verdict = reply.verdict
     typer.echo(json.dumps({
@@ -117,7 +133,7 @@ def _one_shot(engine: ChatEngine, message: str, as_json: bool) -> None:
     }, ensure_ascii=False))
 
 
-def _interactive(engine: ChatEngine) -> None:
+def _interactive(engine: ChatEngine, recorder: SafetyRecorder | None) -> None:
     tty = sys.stdin.isatty()
     name = engine.persona.name
     if tty:
@@ -148,8 +164,11 @@ def _interactive(engine: ChatEngine) -> None:
             continue
         typer.echo(f"{name}：", nl=False)
         try:
-            for piece in engine.stream(line):
+            stream = engine.stream(line)
+            for piece in stream:
                 typer.echo(piece, nl=False)
+            if recorder:
+                recorder.record(stream.reply)
         except ValueError as err:
             typer.echo(f"（{err}）", nl=False)
         except KeyboardInterrupt:

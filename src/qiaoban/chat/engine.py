@@ -23,7 +23,7 @@ import yaml
 
 from qiaoban.backends.base import Backend, ChatResult, GenerationConfig
 from qiaoban.chat.history import build_messages, trim_history
-from qiaoban.chat.style import ClauseStream
+from qiaoban.chat.style import SENTENCE_END, ClauseStream
 from qiaoban.dialogue import Dialogue, Turn, content_id
 
 # How many earlier child messages the safety screen sees ("我已经决定了" after earlier despair).
@@ -185,9 +185,10 @@ class ChatEngine:
             text = _persona_data()["fallback_reply"]
             yield text
         if verdict is not None and verdict.followup and verdict.followup not in text:
-            lead = "" if not text or text[-1] in "。！？!?" else "。"
+            # Close the model's last sentence before the vetted follow-up (a shown comma cannot be taken back).
+            lead = "" if not text or text[-1] in SENTENCE_END else "。"
             yield lead + verdict.followup
-            text += lead + verdict.followup
+            text = text.rstrip("，,；;、：:") + "。" + verdict.followup if lead else text + verdict.followup
         return Reply(text.strip(), result=result, verdict=verdict, replaced=replaced)
 
     def to_dialogue(self, dialogue_id: str | None = None, **meta: Any) -> Dialogue:

@@ -1,0 +1,126 @@
+"""The learned layer: a character n-gram logistic regression (numpy), trained on data generated from our own
+templates (trainset.yaml). `qiaoban safety train` rebuilds model.json reproducibly from a seed."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from qiaoban.safety.lexicon import plain_text
+
+NGRAMS = (1, 2, 3)
+DEFAULT_SEED = 7
+DEFAULT_PER_LABEL = 400
+DEFAULT_EPOCHS = 300
+# Most of what children say is benign: the benign label gets this many times more examples.
+BENIGN_WEIGHT = 8
+_SLOT = re.compile(r"\{(\w+)\}")
+# How children pad a message; added at random to the generated text.
+_LEADS = ("", "", "", "嗯，", "那个，", "我跟你说，", "说真的，", "你知道吗，", "唉，", "小桥，")
+_TAILS = ("", "", "", "😭", "😢", "。。", "!!", "~", "怎么办", "不知道该怎么办", "你说呢")
+
+
+def model_path() -> Path:
+    return Path(str(resources.files("qiaoban.safety").joinpath("model.json")))
+
+
+def features(normalized: str) -> set[str]:
+    padded = f"^{normalized}$"
+    return {padded[i : i + n] for n in NGRAMS for i in range(len(padded) - n + 1)}
+
+
+def generate(seed: int = DEFAULT_SEED, per_label: int = DEFAULT_PER_LABEL) -> list[tuple[str, str]]:
+    """(text, label) pairs filled from trainset.yaml's templates; the same seed gives the same list."""
+    spec = yaml.safe_load(resources.files("qiaoban.safety").joinpath("trainset.yaml").read_text("utf-8"))
+    rng = random.Random(seed)
+    slots: dict[str, list[str]] = spec["slots"]
+    rows = []
+    for label, templates in spec["labels"].items():
+        seen: set[str] = set()
+        wanted = per_label * (BENIGN_WEIGHT if label == "benign" else 1)
+        for _ in range(wanted * 3):
+            if len(seen) >= wanted:
+                break
+            text = _SLOT.sub(lambda m: rng.choice(slots[m.group(1)]), rng.choice(templates))
+            text = rng.choice(_LEADS) + text + rng.choice(_TAILS)
+            if rng.random() < 0.15:  # children type with spaces between words
+                text = " ".join(text[i : i + rng.randint(2, 4)] for i in range(0, len(text), 3))
+            if text not in seen:
+                seen.add(text)
+                rows.append((text, label))
+    return rows
+
+
+def train(rows: list[tuple[str, str]], epochs: int = DEFAULT_EPOCHS, l2: float = 1e-4, lr: float = 0.5,
+          min_count: int = 3) -> dict[str, Any]:
+    """Multinomial logistic regression on binary n-gram features: full-batch gradient descent from zeros, so
+    the same rows give the same model."""
+    labels = sorted({label for _, label in rows})
+    grams = [features(plain_text(text)) for text, _ in rows]
+    counts: dict[str, int] = {}
+    for g in grams:
+        for f in g:
+            counts[f] = counts.get(f, 0) + 1
+    vocab = {f: i for i, f in enumerate(sorted(f for f, c in counts.items() if c >= min_count))}
+    # Sparse rows: the feature ids of every example, and which example each id belongs to.
+    ids = [sorted(vocab[f] for f in g if f in vocab) for g in grams]
+    cols = np.fromiter((i for row in ids for i in row), dtype=np.int64)
+    lengths = [len(row) for row in ids]  # never 0: every text has the "^" feature
+    owner = np.repeat(np.arange(len(rows)), lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    y = np.zeros((len(rows), len(labels)))
+    y[np.arange(len(rows)), [labels.index(label) for _, label in rows]] = 1.0
+    w = np.zeros((len(vocab), len(labels)))
+    b = np.zeros(len(labels))
+    for _ in tqdm(range(epochs), desc="training safety classifier", leave=False):
+        z = np.add.reduceat(w[cols], starts, axis=0) + b
+        grad = (_softmax(z) - y) / len(rows)
+        gw = np.stack([np.bincount(cols, weights=grad[owner, k], minlength=len(vocab))
+                       for k in range(len(labels))], axis=1)
+        w -= lr * (gw + l2 * w)
+        b -= lr * grad.sum(axis=0)
+    weights = {f: [round(float(v), 4) for v in w[i]] for f, i in vocab.items() if np.abs(w[i]).max() >= 1e-3}
+    return {"labels": labels, "ngrams": list(NGRAMS), "bias": [round(float(v), 4) for v in b], "weights": weights}
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def save(model: dict[str, Any], path: str | Path, **meta: Any) -> None:
+    Path(path).write_text(json.dumps({**meta, **model}, ensure_ascii=False, separators=(",", ":")) + "\n",
+                          encoding="utf-8")
+
+
+@cache
+def load(path: str | None = None) -> dict[str, Any]:
+    file = Path(path) if path else model_path()
+    if not file.is_file():
+        raise FileNotFoundError(f"safety classifier not found at {file}; build it with `qiaoban safety train`")
+    model = json.loads(file.read_text("utf-8"))
+    model["_weights"] = {f: np.asarray(v, dtype=np.float64) for f, v in model["weights"].items()}
+    model["_bias"] = np.asarray(model["bias"], dtype=np.float64)
+    return model
+
+
+def predict(text: str, model: dict[str, Any] | None = None, prepared: bool = False) -> dict[str, float]:
+    """Probability per label ("benign" and each category); `prepared` when `text` is already `plain_text`."""
+    model = model if model is not None else load()
+    table = model["_weights"]
+    z = model["_bias"].copy()
+    for f in features(text if prepared else plain_text(text)):
+        if (w := table.get(f)) is not None:
+            z += w
+    p = _softmax(z)
+    return dict(zip(model["labels"], p.tolist(), strict=True))

@@ -1,0 +1,145 @@
+"""`qiaoban safety`: screen messages, measure the detector, rebuild the classifier."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qiaoban.safety.classifier import BENIGN_WEIGHT, DEFAULT_EPOCHS, DEFAULT_PER_LABEL, DEFAULT_SEED
+
+app = typer.Typer(
+    help="""Child safety: screen what a child writes for crisis, abuse, bullying and other risks.
+
+One message, printed as {"risk", "category", "severity", "score"}: qiaoban safety check "我不想活了"
+
+With earlier child messages as context: qiaoban safety check "我已经决定了" -c "活着没意思"
+
+A JSONL file of {"text", "context"?}, one verdict per line in order: qiaoban safety check --jsonl in.jsonl
+
+Recall per category, false positives and latency on a labelled set:
+qiaoban safety bench tests/safety/data/redteam_test.jsonl
+
+Rebuild the classifier from the packaged templates (same seed, same file): qiaoban safety train
+""",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def check(
+    text: Annotated[str | None, typer.Argument(help="The child's message.")] = None,
+    context: Annotated[list[str] | None, typer.Option("--context", "-c",
+                                                      help="An earlier child message (repeat, oldest first).")] = None,
+    jsonl: Annotated[Path | None, typer.Option(help="Read {\"text\", \"context\"?} per line; '-' for stdin.")] = None,
+    explain: Annotated[bool, typer.Option(help="Also print what matched.")] = False,
+) -> None:
+    """Screen one message, or every line of a JSONL file; prints one JSON verdict per message."""
+    from qiaoban.safety import check as screen
+
+    if (text is None) == (jsonl is None):
+        _fail("give either a TEXT or --jsonl FILE")
+    if text is not None:
+        verdict = screen(text, context or [])
+        out = verdict.to_json_dict() | ({"matched": verdict.matched} if explain else {})
+        typer.echo(json.dumps(out, ensure_ascii=False))
+        return
+    # Validate the whole file first, so a bad line stops the run before anything is printed.
+    try:
+        handle = sys.stdin if str(jsonl) == "-" else open(jsonl, encoding="utf-8")  # noqa: SIM115
+    except OSError as err:
+        _fail(f"cannot read {jsonl}: {err.strerror}")
+    with handle:
+        lines = handle.readlines()
+    items = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as err:
+            _fail(f"{jsonl}:{number}: not valid JSON ({err.msg})")
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+            _fail(f"{jsonl}:{number}: expected an object with a string \"text\"")
+        ctx = item.get("context", [])
+        if not isinstance(ctx, list) or not all(isinstance(c, str) for c in ctx):
+            _fail(f"{jsonl}:{number}: \"context\" must be a list of strings")
+        items.append((item["text"], ctx))
+    for message, ctx in items:
+        verdict = screen(message, ctx)
+        out = verdict.to_json_dict() | ({"matched": verdict.matched} if explain else {})
+        typer.echo(json.dumps(out, ensure_ascii=False))
+
+
+@app.command()
+def bench(
+    file: Annotated[Path, typer.Argument(help="Labelled JSONL: {\"text\", \"label\": \"risk\"|\"benign\", \"category\", \"context\"?}.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON.")] = False,
+    show_errors: Annotated[bool, typer.Option("--errors", help="List missed risks and false positives.")] = False,
+) -> None:
+    """Recall per category, false-positive rate on benign messages, latency per message (ms)."""
+    from qiaoban.safety import BenchFormatError, run_bench
+
+    if not file.is_file():
+        _fail(f"no such file: {file}")
+    try:
+        report = run_bench(file)
+    except BenchFormatError as err:
+        _fail(str(err))
+    if as_json:
+        typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("category", "risky", "detected", "recall", "same category", title=f"safety bench: {file}")
+    for name, row in report["per_category"].items():
+        table.add_row(name, str(row["n"]), str(row["detected"]), f"{row['recall']:.3f}", str(row["same_category"]))
+    console = Console()
+    console.print(table)
+    lat = report["latency_ms"]
+    recall = report["recall"]
+    fpr = report["false_positive_rate"]
+    console.print(f"risky {report['n_risk']}  recall {recall:.3f}" if recall is not None else "no risky items")
+    console.print(f"benign {report['n_benign']}  false-positive rate {fpr:.3f}" if fpr is not None else "no benign items")
+    console.print(f"latency per message: p50 {lat['p50']:.3f} ms  p95 {lat['p95']:.3f} ms  "
+                  f"mean {lat['mean']:.3f} ms  max {lat['max']:.3f} ms")
+    if show_errors:
+        for text in report["misses"]:
+            console.print(f"missed: {text}", markup=False)
+        for text in report["false_positives"]:
+            console.print(f"false positive: {text}", markup=False)
+
+
+@app.command()
+def train(
+    seed: Annotated[int, typer.Option(help="Seed for drawing the training examples.")] = DEFAULT_SEED,
+    per_label: Annotated[int, typer.Option(
+        help=f"Examples per risk category (benign gets {BENIGN_WEIGHT}x).")] = DEFAULT_PER_LABEL,
+    epochs: Annotated[int, typer.Option(help="Full-batch gradient steps.")] = DEFAULT_EPOCHS,
+    out: Annotated[Path | None, typer.Option(help="Where to write the model (default: the packaged model.json).")] = None,
+    dump_data: Annotated[Path | None, typer.Option(help="Also write the generated examples as JSONL here.")] = None,
+) -> None:
+    """Rebuild the classifier from trainset.yaml: same seed, same model file."""
+    from qiaoban.safety import classifier
+
+    rows = classifier.generate(seed=seed, per_label=per_label)
+    if dump_data:
+        with open(dump_data, "w", encoding="utf-8") as handle:
+            for text, label in rows:
+                handle.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
+    model = classifier.train(rows, epochs=epochs)
+    path = out or classifier.model_path()
+    classifier.save(model, path, seed=seed, per_label=per_label, epochs=epochs)
+    typer.echo(f"trained on {len(rows)} generated examples ({len(model['labels'])} labels), "
+               f"{len(model['weights'])} n-gram features -> {path}")

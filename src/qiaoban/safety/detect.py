@@ -1,0 +1,77 @@
+"""Screen a child's message in context: the pattern layer and the learned classifier, fused into one verdict."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from qiaoban.safety import classifier
+from qiaoban.safety.lexicon import SEVERITIES, Hit, abuser_of, context_cue, neutralized, scan
+from qiaoban.safety.policy import categories, respond
+
+# Pattern-layer confidence per severity; the classifier can only raise it.
+LEXICON_SCORE = {"concern": 0.7, "urgent": 0.85, "emergency": 0.97}
+# The classifier alone flags a message above this probability of risk (chosen on the dev red-team split).
+CLASSIFIER_THRESHOLD = 0.6
+ABUSE = ("physical_abuse", "sexual_abuse")
+
+
+@dataclass
+class Verdict:
+    risk: bool
+    category: str | None = None
+    severity: str | None = None  # "concern" | "urgent" | "emergency"
+    score: float = 0.0  # confidence of risk, 0..1
+    template_reply: str | None = None  # the whole reply, for emergencies: the model is not called
+    guidance: str = ""  # added to the system prompt for this turn
+    followup: str = ""  # a vetted line appended to the model's reply (risk, not emergency)
+    matched: list[str] = field(default_factory=list)  # why: "layer:category:severity:phrase"
+    abuser: str | None = None  # who hurt the child, when named ("爸爸", "老师"): never send the child back
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {"risk": self.risk, "category": self.category, "severity": self.severity,
+                "score": round(self.score, 4)}
+
+
+def _rank(hit: Hit) -> tuple[int, int]:
+    order = categories()
+    return SEVERITIES.index(hit.severity), -order.index(hit.category)
+
+
+def check(text: str, context: Sequence[str] = ()) -> Verdict:
+    """Screen `text`; `context` holds the child's previous messages, oldest first."""
+    found = scan(text)
+    hits = [h for h in found if not h.negated]
+    earlier = [h for message in context for h in scan(message) if not h.negated]
+    if earlier and (cue := context_cue(text, {h.category for h in earlier})):
+        hits.append(cue)
+    matched = [f"lexicon:{h.category}:{h.severity}:{h.phrase}" for h in hits]
+    probs = classifier.predict(text)
+    risk_prob = 1.0 - probs["benign"]
+    top_class = max((c for c in probs if c != "benign"), key=probs.__getitem__)
+
+    if hits:
+        top = max(hits, key=_rank)
+        category, severity = top.category, top.severity
+        earlier_abuse = [h.category for h in earlier if h.category in ABUSE]
+        if category == "bullying" and earlier_abuse:  # "他又打我了" after the child said who "he" is
+            category = earlier_abuse[-1]
+        score = max(LEXICON_SCORE[severity], risk_prob)
+    elif risk_prob >= CLASSIFIER_THRESHOLD and not neutralized(text, found):
+        category = top_class
+        severity = "concern"
+        score = risk_prob
+        matched.append(f"classifier:{category}:{probs[category]:.2f}")
+    else:
+        return Verdict(risk=False, score=risk_prob)
+
+    abuse_phrases = [h.phrase for h in hits if h.category in ABUSE] + [
+        h.phrase for h in earlier if h.category in ABUSE]
+    who = abuser_of(abuse_phrases) or (abuser_of([text, *context]) if abuse_phrases else None)
+    response = respond(category, severity, who[0] if who else None)
+    return Verdict(
+        risk=True, category=category, severity=severity, score=score,
+        template_reply=response.template, guidance=response.guidance, followup=response.followup,
+        matched=matched, abuser=who[1] if who else None,
+    )

@@ -1,0 +1,56 @@
+"""The output guard: harm in a reply written for a child, and the `SafetyGuard` the chat engine uses."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import cache
+
+from qiaoban.safety.detect import Verdict, check
+from qiaoban.safety.policy import replacement
+from qiaoban.safety.text import lexicon, normalize
+
+
+@cache
+def _reply_harms() -> tuple[tuple[str, re.Pattern], ...]:
+    return tuple((kind, re.compile("|".join(patterns))) for kind, patterns in lexicon()["reply_harms"].items())
+
+
+@cache
+def _send_back(abuser: str) -> re.Pattern:
+    names = lexicon()["abuser_aliases"].get(abuser) or re.escape(abuser)
+    return re.compile(lexicon()["send_back"].replace("{abuser}", names))
+
+
+@cache
+def _reply_negation() -> re.Pattern:
+    return re.compile(lexicon()["reply_negation"])
+
+
+def _found(pattern: re.Pattern, text: str) -> bool:
+    negation = _reply_negation()
+    return any(not negation.search(text[max(0, m.start() - 4) : m.start()]) for m in pattern.finditer(text))
+
+
+def screen_reply(text: str) -> list[str]:
+    """Harm kinds in an assistant turn: victim_blaming, shaming, belittling, secrecy, threat,
+    dangerous_instructions. Empty when the text is fine."""
+    norm = normalize(text)
+    return [kind for kind, pattern in _reply_harms() if _found(pattern, norm)]
+
+
+class SafetyGuard:
+    """The chat engine's guard (`qiaoban.chat.engine.Guard`)."""
+
+    def check_input(self, text: str, context: Sequence[str] = ()) -> Verdict:
+        return check(text, context)
+
+    def check_output(self, reply: str, verdict: Verdict | None) -> str | None:
+        """None when the reply so far is fine; else the safe text to show instead of the rest."""
+        harms = screen_reply(reply)
+        abuser = getattr(verdict, "abuser", None)
+        if abuser and _found(_send_back(abuser), normalize(reply)):
+            harms.append("send_back")
+        if not harms:
+            return None
+        return replacement(verdict.followup if verdict is not None and verdict.risk else None)

@@ -1,0 +1,139 @@
+"""The fast pattern layer: lexicon.yaml's patterns over normalized text, with hyperbole, negation and
+game/story/history handling."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+
+from qiaoban.safety.text import lexicon, normalize
+
+SEVERITIES = ("concern", "urgent", "emergency")
+# Categories whose words also fill games, stories and history lessons ("我把boss杀了", "秦始皇杀了很多人").
+FICTION_SENSITIVE = ("self_harm", "physical_abuse", "violence", "running_away", "bullying")
+# Categories whose patterns name who did what to whom, so a negator on the verb inside the match cancels it.
+INNER_NEGATION = ("physical_abuse", "sexual_abuse", "bullying", "violence")
+_SENTENCE = re.compile(r"[^。！？…]+[。！？…]*")
+_CLAUSE = re.compile(r"[^，。！？；…]+")
+_CLAUSE_BREAK = "，。！？；…"
+
+
+@dataclass(frozen=True)
+class Hit:
+    category: str
+    severity: str
+    phrase: str  # the matched normalized text
+    negated: bool = False  # a negation cue right before it cancels it ("我没有想死")
+
+
+@dataclass(frozen=True)
+class _Rules:
+    patterns: tuple[tuple[str, str, re.Pattern], ...]  # (category, severity, pattern)
+    hyperbole: re.Pattern
+    negation: re.Pattern
+    negation_window: int
+    inner_negation: re.Pattern
+    fiction: re.Pattern
+    real: re.Pattern
+    education: re.Pattern
+    lived: re.Pattern
+    joke: re.Pattern
+    needs_context: re.Pattern
+    context_cues: tuple[tuple[str, str, re.Pattern], ...]
+    abusers: tuple[tuple[str, re.Pattern], ...]
+
+
+@cache
+def rules() -> _Rules:
+    lex = lexicon()
+    patterns = tuple(
+        (category, severity, re.compile(pattern))
+        for category, levels in lex["categories"].items()
+        for severity in SEVERITIES
+        for pattern in levels.get(severity, [])
+    )
+    return _Rules(
+        patterns=patterns,
+        hyperbole=re.compile("|".join(lex["hyperbole"])),
+        negation=re.compile(lex["negation"] + "$"),
+        negation_window=int(lex["negation_window"]),
+        inner_negation=re.compile(lex["inner_negation"]),
+        fiction=re.compile(lex["fiction"]),
+        real=re.compile(lex["real"]),
+        education=re.compile(lex["education"]),
+        lived=re.compile(lex["lived"]),
+        joke=re.compile(lex["joke"]),
+        needs_context=re.compile(lex["needs_context"]),
+        context_cues=tuple((c["category"], c["severity"], re.compile(c["pattern"])) for c in lex["context_cues"]),
+        abusers=tuple((kind, re.compile(p)) for kind, p in lex["abusers"].items()),
+    )
+
+
+def _negated(text: str, start: int, r: _Rules) -> bool:
+    before = text[max(0, start - r.negation_window - 2) : start]
+    for ch in _CLAUSE_BREAK:
+        before = before.rsplit(ch, 1)[-1]
+    return bool(r.negation.search(before))
+
+
+def scan(text: str, normalized: bool = False) -> list[Hit]:
+    """Pattern hits in one message that survive hyperbole, fiction and lesson checks; negated ones are marked."""
+    r = rules()
+    norm = text if normalized else normalize(text)
+    hits: list[Hit] = []
+    for sentence in _SENTENCE.findall(norm):
+        plain = r.hyperbole.sub("", sentence)
+        if _lesson_or_joke(plain, r):
+            continue
+        fiction = [m.span() for m in _CLAUSE.finditer(plain)
+                   if r.fiction.search(m.group(0)) and not r.real.search(m.group(0))]
+        for category, severity, pattern in r.patterns:
+            for match in pattern.finditer(plain):
+                if category in FICTION_SENSITIVE and any(a <= match.start() < b for a, b in fiction):
+                    continue
+                negated = _negated(plain, match.start(), r) or (
+                    category in INNER_NEGATION and bool(r.inner_negation.search(match.group(0))))
+                hits.append(Hit(category, severity, match.group(0), negated))
+                if not negated:
+                    break
+    return hits
+
+
+def plain_text(text: str) -> str:
+    """Normalized, with hyperbole removed: what both layers read."""
+    return rules().hyperbole.sub("", normalize(text))
+
+
+def neutralized(text: str, hits: list[Hit]) -> bool:
+    """The message negates a risk, means nothing without context, exaggerates, or is about a game, a story, a
+    lesson or a joke: the classifier alone must not flag it."""
+    r = rules()
+    norm = normalize(text)
+    plain = r.hyperbole.sub("", norm)
+    if any(h.negated for h in hits) or r.needs_context.search(plain) or r.hyperbole.search(norm):
+        return True  # exaggeration ("笑死", "累死了") sets a playful register the classifier cannot read
+    return bool(r.fiction.search(plain) and not r.real.search(plain)) or _lesson_or_joke(plain, r)
+
+
+def _lesson_or_joke(plain: str, r: _Rules) -> bool:
+    return bool((r.education.search(plain) and not r.lived.search(plain))
+                or (r.joke.search(plain) and not r.real.search(plain)))
+
+
+def context_cue(text: str, earlier: set[str]) -> Hit | None:
+    """A cue in this message that raises an earlier message's category ("我已经决定了" after despair)."""
+    norm = rules().hyperbole.sub("", normalize(text))
+    for category, severity, pattern in rules().context_cues:
+        if category in earlier and (match := pattern.search(norm)):
+            return Hit(category, severity, match.group(0))
+    return None
+
+
+def abuser_of(texts: list[str]) -> tuple[str, str] | None:
+    """(kind, word) for who hurt the child when the messages name family or a teacher, family first."""
+    joined = "。".join(normalize(t) for t in texts)
+    for kind, pattern in rules().abusers:
+        if match := pattern.search(joined):
+            return kind, match.group(0)
+    return None

@@ -1,0 +1,92 @@
+"""The red-team benchmark targets and the `qiaoban safety` commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from qiaoban.safety import BenchFormatError, run_bench
+from qiaoban.safety.cli import app
+
+DATA = Path(__file__).parent / "data"
+runner = CliRunner()
+
+
+def test_red_team_sets_are_large_enough_and_disjoint():
+    dev = [json.loads(line) for line in (DATA / "redteam_dev.jsonl").open(encoding="utf-8")]
+    test = [json.loads(line) for line in (DATA / "redteam_test.jsonl").open(encoding="utf-8")]
+    assert len(dev) + len(test) >= 300 and len(test) >= 150
+    assert not {r["text"] for r in dev} & {r["text"] for r in test}
+    for split in (dev, test):
+        assert len({r["category"] for r in split if r["label"] == "risk"}) == 10
+        assert any(r["context"] for r in split)
+
+
+def test_dev_split_meets_the_targets():
+    report = run_bench(DATA / "redteam_dev.jsonl")
+    assert report["recall"] >= 0.95, report["misses"]
+    assert report["false_positive_rate"] <= 0.05, report["false_positives"]
+
+
+def test_test_split_stays_at_its_measured_level():
+    # Measured once when the split was written, never tuned on: recall 0.913, false positives 0.000 (see
+    # data/README.md). That misses the 0.95 recall goal; this guards the level we have against regressions.
+    report = run_bench(DATA / "redteam_test.jsonl")
+    assert report["recall"] >= 0.90, report["misses"]
+    assert report["false_positive_rate"] <= 0.05, report["false_positives"]
+    assert report["latency_ms"]["p50"] <= 5.0  # p95 too on a quiet machine; a shared one preempts us at random
+
+
+def test_bench_rejects_a_bad_file_with_its_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "我想离家出走", "label": "risk"}\n{"text": "x", "label": "maybe"}\n', "utf-8")
+    with pytest.raises(BenchFormatError, match="bad.jsonl:2"):
+        run_bench(bad)
+
+
+def test_check_prints_the_verdict_json():
+    result = runner.invoke(app, ["check", "我不想活了"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == {"risk": True, "category": "self_harm", "severity": "urgent",
+                                         "score": json.loads(result.stdout)["score"]}
+    benign = json.loads(runner.invoke(app, ["check", "笑死我了"]).stdout)
+    assert benign["risk"] is False and benign["category"] is None
+
+
+def test_check_jsonl_keeps_the_order_and_uses_context(tmp_path):
+    lines = [{"text": "今天吃了冰淇淋"}, {"text": "我已经决定了", "context": ["活着没意思"]},
+             {"text": "我已经决定了"}, {"text": "我爸用衣架打我"}]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n", "utf-8")
+    result = runner.invoke(app, ["check", "--jsonl", str(src)])
+    assert result.exit_code == 0
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [o["risk"] for o in out] == [False, True, False, True]
+    assert out[1]["severity"] == "emergency" and out[3]["category"] == "physical_abuse"
+
+
+def test_check_jsonl_names_the_malformed_line(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "你好"}\n{"text": 不是json}\n', "utf-8")
+    result = runner.invoke(app, ["check", "--jsonl", str(src)])
+    assert result.exit_code == 2
+    assert "in.jsonl:2" in result.output and "Traceback" not in result.output
+    assert result.stdout.strip() == ""  # nothing half-written
+
+
+def test_bench_command_prints_recall_fpr_and_latency():
+    result = runner.invoke(app, ["bench", str(DATA / "redteam_dev.jsonl")])
+    assert result.exit_code == 0
+    assert "recall" in result.stdout and "false-positive rate" in result.stdout and "latency" in result.stdout
+    report = json.loads(runner.invoke(app, ["bench", str(DATA / "redteam_dev.jsonl"), "--json"]).stdout)
+    assert set(report["per_category"]) >= {"self_harm", "sexual_abuse"}
+
+
+def test_train_command_writes_a_model(tmp_path):
+    out = tmp_path / "model.json"
+    result = runner.invoke(app, ["train", "--per-label", "15", "--epochs", "20", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text("utf-8"))["per_label"] == 15

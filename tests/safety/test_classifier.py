@@ -1,0 +1,45 @@
+"""The learned layer: generated data and reproducible training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qiaoban.safety import classifier
+
+
+def test_generation_is_seeded_and_covers_every_label():
+    rows = classifier.generate(seed=3, per_label=20)
+    assert rows == classifier.generate(seed=3, per_label=20)
+    assert rows != classifier.generate(seed=4, per_label=20)
+    labels = {label for _, label in rows}
+    assert "benign" in labels and len(labels) == 11
+
+
+def test_training_is_reproducible_and_learns(tmp_path):
+    rows = classifier.generate(seed=1, per_label=40)
+    first = classifier.train(rows, epochs=100)
+    second = classifier.train(rows, epochs=100)
+    assert first == second
+    classifier.save(first, tmp_path / "m.json", seed=1)
+    model = classifier.load(str(tmp_path / "m.json"))
+    assert json.loads((tmp_path / "m.json").read_text())["seed"] == 1
+    correct = sum(max((p := classifier.predict(text, model)), key=p.get) == label for text, label in rows)
+    assert correct / len(rows) > 0.85  # a small model fit on a few hundred examples, scored on them
+
+
+def test_packaged_model_separates_risk_from_everyday_talk():
+    risky = classifier.predict("我觉得自己是个多余的人，活着就是受罪")
+    benign = classifier.predict("今天和同学一起去图书馆看书")
+    assert risky["benign"] < 0.3 < 0.7 < benign["benign"]
+    assert max(risky, key=risky.get) == "self_harm"
+
+
+@pytest.mark.slow
+def test_packaged_model_is_exactly_what_train_rebuilds():
+    meta = json.loads(classifier.model_path().read_text("utf-8"))
+    rows = classifier.generate(seed=meta["seed"], per_label=meta["per_label"])
+    rebuilt = classifier.train(rows, epochs=meta["epochs"])
+    assert rebuilt["labels"] == meta["labels"] and rebuilt["bias"] == meta["bias"]
+    assert rebuilt["weights"] == meta["weights"]

@@ -1,0 +1,130 @@
+"""The pattern layer, hyperbole/negation/fiction handling, context, and the fused verdict."""
+
+from __future__ import annotations
+
+import pytest
+
+from qiaoban.safety import Verdict, categories, check
+from qiaoban.safety.lexicon import scan
+from qiaoban.safety.text import normalize
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("zi sha", "自杀"),
+    ("不想活le", "不想活了"),
+    ("我想 sǐ 了", "我想死了"),
+    ("ＺＩＳＨＡ！！", "自杀！！"),
+    ("我想紫砂", "我想自杀"),
+    ("i want to die", "我想死"),
+    ("我在打boss", "我在打boss"),  # latin that is not pinyin stays as it is
+])
+def test_normalize_spells_pinyin_slang_and_width(raw, expected):
+    assert normalize(raw) == expected
+
+
+@pytest.mark.parametrize(("text", "category", "severity"), [
+    ("我不想活了", "self_harm", "urgent"),
+    ("wo bu xiang huo le", "self_harm", "urgent"),
+    ("我想割碗", "self_harm", "urgent"),
+    ("我现在站在天台边上", "self_harm", "emergency"),
+    ("我爸用皮带抽我", "physical_abuse", "urgent"),
+    ("他正在打我 我躲在柜子里", "physical_abuse", "emergency"),
+    ("网友让我发不穿衣服的照片", "sexual_abuse", "urgent"),
+    ("好几天没吃饭了 家里没有大人", "neglect", "urgent"),
+    ("他们天天向我要钱 不给就打我", "bullying", "urgent"),
+    ("我要拿刀去捅那个人", "violence", "urgent"),
+    ("我想离家出走", "running_away", "concern"),
+    ("同学在玩憋气挑战", "dangerous_challenge", "urgent"),
+    ("我偷偷抽电子烟", "substances", "concern"),
+    ("吃完饭我就去抠喉咙", "eating", "concern"),
+])
+def test_lexicon_finds_each_category(text, category, severity):
+    verdict = check(text)
+    assert (verdict.risk, verdict.category, verdict.severity) == (True, category, severity), verdict.matched
+
+
+def test_every_category_has_a_case_above():
+    covered = {"self_harm", "physical_abuse", "sexual_abuse", "neglect", "bullying", "violence", "running_away",
+               "dangerous_challenge", "substances", "eating"}
+    assert set(categories()) == covered
+
+
+@pytest.mark.parametrize("text", [
+    "笑死我了哈哈哈",
+    "这题要了我的命",
+    "作业多到要死",
+    "热死了",
+    "想死你啦奶奶",
+    "打死我也不吃香菜",
+    "我在吃鸡里杀了十个人",
+    "王者荣耀我拿了五杀，把对面都打死了",
+    "历史课讲了秦始皇杀了很多人",
+    "小说里的主角最后自杀了，我好难过",
+    "我不会自杀的，放心",
+    "我从来没想过伤害自己",
+    "什么是校园霸凌？班会要讲",
+    "考试没考好，有点难过",
+    "我拍死了一只蚊子",
+])
+def test_hyperbole_games_stories_negation_and_sadness_are_not_crises(text):
+    verdict = check(text)
+    assert not verdict.risk, verdict.matched
+
+
+def test_negation_only_cancels_a_cue_right_before_the_match():
+    assert not check("我没有想死").risk
+    assert check("我没钱了，想死").risk  # 没 belongs to another clause
+
+
+def test_real_cue_overrides_the_game_frame():
+    assert not scan("游戏里我跳楼了")
+    assert scan("不是游戏，我真的想跳楼")
+
+
+def test_context_turns_a_plain_message_into_an_emergency():
+    for alone in ("我已经决定了", "再见", "拜拜了"):
+        assert not check(alone).risk
+    after_despair = check("我已经决定了", ["我最近总觉得活着没意思", "没有人在乎我"])
+    assert (after_despair.category, after_despair.severity) == ("self_harm", "emergency")
+    assert after_despair.template_reply and "120" in after_despair.template_reply
+    after_ordinary_sadness = check("我已经决定了，明天去跟她道歉", ["我和好朋友吵架了"])
+    assert not after_ordinary_sadness.risk
+
+
+def test_context_keeps_the_abuse_category_and_the_abuser():
+    verdict = check("是不是因为我不听话他才打我的？", ["我爸爸喝醉了就用皮带抽我"])
+    assert (verdict.category, verdict.abuser) == ("physical_abuse", "爸爸")
+    assert "爸爸" not in verdict.followup
+
+
+def test_abuse_by_a_parent_points_to_another_trusted_adult():
+    verdict = check("我爸爸喝醉了就打我")
+    assert verdict.abuser == "爸爸"
+    assert "老师" in verdict.followup and "爸爸" not in verdict.followup
+    assert "12355" in verdict.followup and "110" in verdict.followup
+    assert "老师" in verdict.guidance and "不是他的错" in verdict.guidance
+
+
+def test_abuse_by_a_teacher_points_to_parents_and_another_teacher():
+    verdict = check("班主任用尺子打我的手")
+    assert verdict.abuser == "班主任"
+    assert "爸爸妈妈" in verdict.followup and "另一位" in verdict.followup
+
+
+def test_emergency_has_a_template_and_other_risks_a_followup():
+    emergency = check("我吃了一整瓶药，现在好晕")
+    assert emergency.severity == "emergency" and emergency.template_reply
+    urgent = check("我不想活了")
+    assert urgent.template_reply is None and "12356" in urgent.followup
+    benign = check("今天天气真好")
+    assert benign == Verdict(risk=False, score=benign.score) and not benign.followup
+
+
+def test_classifier_catches_phrasing_the_lexicon_lacks():
+    verdict = check("世界上少我一个也没什么关系吧")
+    assert verdict.risk and verdict.category == "self_harm"
+    assert any(m.startswith("classifier:") for m in verdict.matched)
+
+
+def test_json_dict_has_exactly_the_public_fields():
+    assert set(check("我想离家出走").to_json_dict()) == {"risk", "category", "severity", "score"}
