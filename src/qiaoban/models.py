@@ -298,3 +298,14 @@ def default_adapter_path() -> Path | None:
         if candidate.stem == DEFAULT_ADAPTER:
             return candidate
     return None
+
+
+def choose_adapter(requested: str | None, backend: str, model: str | None) -> str | None:
+    """The adapter a command should load: `--adapter` as given, "none" for the bare model, and by default the
+    companion adapter, which goes with the default model on llama.cpp only."""
+    if requested:
+        return None if requested == "none" else requested
+    if backend != "llama" or (model is not None and lookup(model) != KNOWN_MODELS[DEFAULT_MODEL]):
+        return None
+    path = default_adapter_path()
+    return str(path) if path else None

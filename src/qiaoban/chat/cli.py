@@ -14,7 +14,7 @@ from qiaoban.backends import BackendError, GenerationConfig, load_backend
 from qiaoban.chat.engine import ChatEngine, Persona
 from qiaoban.config import home
 from qiaoban.dialogue import write_jsonl
-from qiaoban.models import ModelError
+from qiaoban.models import ModelError, choose_adapter
 
 HELP = """Talk with the companion.
 
@@ -56,7 +56,7 @@ def chat(
     message: Annotated[str | None, typer.Option("--message", "-m", help="Send one message, print the reply, exit.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="With --message: print one JSON object.")] = False,
     model: Annotated[str | None, typer.Option(help="Known model name or GGUF path (default: the 1.5B).")] = None,
-    adapter: Annotated[str | None, typer.Option(help="LoRA adapter (GGUF path or name from `qiaoban models`).")] = None,
+    adapter: Annotated[str | None, typer.Option(help="LoRA adapter (GGUF path or name from `qiaoban models`; \"none\" for the bare model). Default: the companion adapter, with the default model.")] = None,
     backend: Annotated[str, typer.Option(help="llama | openai | transformers")] = "llama",
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")] = None,
     api_model: Annotated[str | None, typer.Option(help="Model name to request from --base-url.")] = None,
@@ -75,7 +75,7 @@ def chat(
     try:
         if message is None and sys.stdin.isatty():
             typer.echo("正在加载模型……", err=True)
-        llm = load_backend(backend, model=model, adapter=adapter or default_adapter(backend, model),
+        llm = load_backend(backend, model=model, adapter=choose_adapter(adapter, backend, model),
                            base_url=base_url, api_model=api_model)
     except (ModelError, BackendError) as err:
         typer.echo(f"error: {err}", err=True)
@@ -91,15 +91,6 @@ def chat(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
 
-
-def default_adapter(backend: str, model: str | None) -> str | None:
-    """The shipped companion adapter goes with the default model only."""
-    if backend != "llama" or model not in (None, "default"):
-        return None
-    from qiaoban.models import default_adapter_path
-
-    path = default_adapter_path()
-    return str(path) if path else None
 
 
 def _one_shot(engine: ChatEngine, message: str, as_json: bool, recorder: SafetyRecorder | None) -> None:

@@ -23,6 +23,11 @@ def _send_back(abuser: str) -> re.Pattern:
 
 
 @cache
+def _blame_when_harmed() -> re.Pattern:
+    return re.compile("|".join(lexicon()["blame_when_harmed"]))
+
+
+@cache
 def _reply_negation() -> re.Pattern:
     return re.compile(lexicon()["reply_negation"])
 
@@ -51,6 +56,9 @@ class SafetyGuard:
         abuser = getattr(verdict, "abuser", None)
         if abuser and _found(_send_back(abuser), normalize(reply)):
             harms.append("send_back")
+        harmed = verdict is not None and verdict.category in lexicon()["blame_when_harmed_categories"]
+        if harmed and _found(_blame_when_harmed(), normalize(reply)):
+            harms.append("victim_blaming")
         if not harms:
             return None
         return replacement(verdict.followup if verdict is not None and verdict.risk else None)
