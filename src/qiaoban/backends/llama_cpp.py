@@ -21,7 +21,7 @@ DEFAULT_CONTEXT = 4096
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def quiet_stderr():
     """llama.cpp prints its load log on fd 2 even when verbose=False; keep a terminal chat clean."""
     try:
         fd = os.dup(2)
@@ -55,7 +55,7 @@ class LlamaCppBackend(Backend):
         self.adapter_path = Path(adapter_path) if adapter_path else None
         threads = n_threads or default_threads()
         try:
-            with contextlib.nullcontext() if verbose else _quiet_stderr():
+            with contextlib.nullcontext() if verbose else quiet_stderr():
                 self.llm = Llama(
                     model_path=str(self.model_path),
                     lora_path=str(self.adapter_path) if self.adapter_path else None,

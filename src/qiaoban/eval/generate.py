@@ -1,0 +1,91 @@
+"""Replies to score: at each assistant turn of a test dialogue, the model answers the real history.
+
+The context is teacher-forced: the model sees the reference conversation up to the child's message (under the
+companion's system prompt), never its own earlier replies. Each call is cached on disk under a hash of the
+model, adapter, generation settings and prompt messages, so a rerun costs nothing and a killed run resumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm import tqdm
+
+from qiaoban.backends import Backend, GenerationConfig, Message
+from qiaoban.chat import Persona, trim_history
+from qiaoban.chat.style import spoken
+from qiaoban.dialogue import Dialogue, Turn
+from qiaoban.eval.cache import CachedBackend, JsonlCache
+
+# The chat's deployed sampling settings, with a fixed seed so that a rerun reproduces the replies.
+EVAL_GENERATION = GenerationConfig(max_tokens=160, temperature=0.7, top_p=0.9, top_k=40, repeat_penalty=1.1, seed=0)
+
+
+@dataclass
+class EvalItem:
+    """One assistant turn to answer: `history` is the conversation before it, ending on the child's message."""
+
+    item_id: str
+    dialogue_id: str
+    turn: int
+    history: list[Message]
+    reference: str
+    topic: str = ""
+    emotion: str = ""
+
+
+def eval_items(dialogues: Iterable[Dialogue]) -> Iterator[EvalItem]:
+    """Every assistant turn that directly answers a child turn (non-alternating turns are not scored)."""
+    for dialogue in dialogues:
+        for i, turn in enumerate(dialogue.turns):
+            if turn.role != "assistant" or i == 0 or dialogue.turns[i - 1].role != "child":
+                continue
+            history = Dialogue(dialogue.id, dialogue.turns[:i]).to_chat_messages()
+            yield EvalItem(f"{dialogue.id}#{i}", dialogue.id, i, history, turn.text, dialogue.topic, dialogue.emotion)
+
+
+def prompt_messages(backend: Backend, item: EvalItem, system_prompt: str, gen: GenerationConfig) -> list[Message]:
+    """System prompt plus the history, oldest exchanges dropped if it does not fit the context."""
+    turns = [Turn("child" if m["role"] == "user" else "assistant", m["content"]) for m in item.history]
+    kept = trim_history(system_prompt, turns, backend.count_prompt_tokens, backend.context_length - gen.max_tokens)
+    return Dialogue(item.dialogue_id, kept).to_chat_messages(system_prompt)
+
+
+def model_id(backend: Backend, adapter: str | None = None) -> dict[str, Any]:
+    return {"name": backend.name, "adapter": adapter or "", "backend": type(backend).__name__}
+
+
+def generate_replies(
+    backend: Backend,
+    items: list[EvalItem],
+    cache: JsonlCache,
+    *,
+    adapter: str | None = None,
+    gen: GenerationConfig = EVAL_GENERATION,
+    system_prompt: str | None = None,
+    as_deployed: bool = False,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """One record per item: reference, raw model reply, the evaluated reply, token counts, and the cache key.
+
+    `as_deployed=True` evaluates the reply after the chat's spoken-style filter (markdown stripped), as a child
+    would see it; the raw reply is kept either way.
+    """
+    system_prompt = system_prompt or Persona().system_prompt()
+    cached_backend = CachedBackend(backend, cache, model_id(backend, adapter))
+    records = []
+    for item in tqdm(items, desc=f"generating ({backend.name})", disable=not progress, unit="reply"):
+        messages = prompt_messages(backend, item, system_prompt, gen)
+        result = cached_backend.chat(messages, gen)
+        raw = result.text.strip()
+        records.append({
+            "item_id": item.item_id, "dialogue_id": item.dialogue_id, "turn": item.turn,
+            "topic": item.topic, "emotion": item.emotion, "history": item.history,
+            "reference": item.reference, "raw_reply": raw, "reply": spoken(raw).strip() if as_deployed else raw,
+            "kept_history_messages": len(messages) - 1, "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens, "finish_reason": result.finish_reason,
+            "cache_key": cached_backend.key(messages, gen),
+        })
+    return records

@@ -1,0 +1,415 @@
+"""Compare evaluation runs: a JSON summary and one self-contained HTML page (inline CSS and SVG, no network).
+
+Every mean comes with a seeded percentile-bootstrap 95% interval over items (replies, or simulated dialogues);
+perplexity (exp(total NLL / total tokens)) is recomputed on each resample of the items. Distinct-n is not a
+mean, and a bootstrap resample repeats replies, which repeats their n-grams and biases it down; its interval is
+the jackknife's (leave one reply out), estimate ± 1.96 standard errors.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qiaoban.eval.judge import REPLY_DIMENSIONS, rubrics
+from qiaoban.eval.metrics import LONG_REPLY_CHARS, STRATEGIES, chars, distinct, ngrams
+from qiaoban.eval.perplexity import perplexity
+
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 20240601
+# per-item field -> summary key
+MEAN_FIELDS = {
+    "bleu1": "bleu1", "bleu2": "bleu2", "bleu4": "bleu4", "rouge_l": "rouge_l",
+    "reply_chars": "mean_reply_chars", "over_80": "over_80_rate", "question": "question_rate",
+    "markdown": "markdown_rate", **{f"strategy_{s}": f"strategy_{s}" for s in STRATEGIES},
+}
+LABELS = {
+    "ppl": "困惑度 perplexity of references ↓", "bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu4": "BLEU-4",
+    "rouge_l": "ROUGE-L", "distinct1": "Distinct-1", "distinct2": "Distinct-2",
+    "mean_reply_chars": "reply length (chars)", "over_80_rate": f"share over {LONG_REPLY_CHARS} chars ↓",
+    "question_rate": "question rate", "markdown_rate": "markdown/list rate ↓",
+    **{f"strategy_{s}": f"strategy: {s}" for s in STRATEGIES},
+}
+
+
+class ReportError(ValueError):
+    """A directory that is not an evaluation run."""
+
+
+def bootstrap_ci(values: Sequence[Any], statistic: Callable[[list[Any]], float], *,
+                 resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> list[float] | None:
+    """95% percentile interval of `statistic` over resamples of `values` (with replacement)."""
+    values = list(values)
+    if len(values) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    stats = [statistic([values[i] for i in rng.integers(0, len(values), len(values))]) for _ in range(resamples)]
+    stats = [s for s in stats if not math.isnan(s)]
+    if not stats:
+        return None
+    low, high = np.percentile(stats, [2.5, 97.5])
+    return [round(float(low), 4), round(float(high), 4)]
+
+
+def distinct_jackknife_ci(replies: Sequence[str], n: int) -> list[float] | None:
+    """95% interval of corpus Distinct-n from the leave-one-reply-out jackknife, in O(total n-grams)."""
+    if len(replies) < 2:
+        return None
+    per_reply = [ngrams(chars(r), n) for r in replies]
+    grams: Counter[tuple[str, ...]] = Counter()
+    for counts in per_reply:
+        grams.update(counts)
+    unique, total = len(grams), sum(grams.values())
+    if not total:
+        return None
+    estimate = unique / total
+    leave_one_out = []
+    for counts in per_reply:
+        rest_total = total - sum(counts.values())
+        vanished = sum(1 for gram, c in counts.items() if grams[gram] == c)
+        leave_one_out.append((unique - vanished) / rest_total if rest_total else estimate)
+    k = len(leave_one_out)
+    mean = sum(leave_one_out) / k
+    error = math.sqrt((k - 1) / k * sum((x - mean) ** 2 for x in leave_one_out))
+    return [round(estimate - 1.96 * error, 4), round(estimate + 1.96 * error, 4)]
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _with_ci(summary: dict[str, Any], key: str, values: list[Any], statistic: Callable[[list[Any]], float]) -> None:
+    value = statistic(values) if values else float("nan")
+    summary[key] = None if math.isnan(value) else round(value, 4)
+    summary[f"{key}_ci"] = bootstrap_ci(values, statistic) if values else None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    run_file, sims_file = run_dir / "run.json", run_dir / "simulations.jsonl"
+    if not run_file.is_file() and not sims_file.is_file():
+        raise ReportError(f"{run_dir} is not an evaluation run (no run.json or simulations.jsonl); "
+                          "make one with `qiaoban eval run` or `qiaoban eval simulate`")
+    run = json.loads(run_file.read_text("utf-8")) if run_file.is_file() else {}
+    sim_meta_file = run_dir / "simulate.json"
+    sim_meta = json.loads(sim_meta_file.read_text("utf-8")) if sim_meta_file.is_file() else {}
+    safety_file = run_dir / "safety.json"
+    return {
+        "dir": str(run_dir), "run": run, "items": _read_jsonl(run_dir / "items.jsonl"),
+        "simulations": _read_jsonl(sims_file), "simulate": sim_meta,
+        "safety": json.loads(safety_file.read_text("utf-8")) if safety_file.is_file() else None,
+        "label": run.get("label") or sim_meta.get("label") or run_dir.name,
+    }
+
+
+def summarize(loaded: dict[str, Any]) -> dict[str, Any]:
+    """One flat object per model: every metric, with `<key>_ci: [lo, hi]` next to it."""
+    items, run = loaded["items"], loaded["run"]
+    summary: dict[str, Any] = {"model": loaded["label"], "dir": loaded["dir"], "n_items": len(items),
+                               "n_dialogues": len({r["dialogue_id"] for r in items}), "style": run.get("style")}
+    scored = [(r["ref_nll"], r["ref_tokens"]) for r in items if r.get("ref_tokens")]
+    if scored:
+        _with_ci(summary, "ppl", scored, lambda xs: perplexity(sum(x[0] for x in xs), sum(x[1] for x in xs)))
+    else:
+        summary["ppl"], summary["ppl_ci"] = None, None
+    for field, key in MEAN_FIELDS.items():
+        _with_ci(summary, key, [float(r[field]) for r in items if field in r], _mean)
+    replies = [r["reply"] for r in items]
+    for n in (1, 2):
+        summary[f"distinct{n}"] = round(distinct(replies, n), 4) if replies else None
+        summary[f"distinct{n}_ci"] = distinct_jackknife_ci(replies, n)
+    judge = run.get("judge")
+    if judge:
+        summary.update(judge_model=judge["judge_model"], judge_samples=judge["samples"],
+                       judge_temperature=judge["temperature"], judge_rubrics_hash=judge["rubrics_hash"])
+        outcomes: dict[str, dict[str, int]] = {}
+        for dim in judge["dimensions"]:
+            _with_ci(summary, dim, [r[f"judge_{dim}"] for r in items if r.get(f"judge_{dim}") is not None], _mean)
+            totals: dict[str, int] = {}
+            for r in items:
+                for status, count in (r.get(f"judge_{dim}_outcomes") or {}).items():
+                    totals[status] = totals.get(status, 0) + count
+            outcomes[dim] = totals
+            summary[f"{dim}_items_without_valid_score"] = sum(
+                1 for r in items if f"judge_{dim}" in r and r[f"judge_{dim}"] is None)
+        summary["judge_outcomes"] = outcomes
+    sims = loaded["simulations"]
+    if sims:
+        summary["simulation"] = _simulation_summary(sims, loaded["simulate"])
+    if loaded["safety"] is not None:
+        summary["safety_bench"] = loaded["safety"]
+    return summary
+
+
+def _simulation_summary(sims: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"n_dialogues": len(sims), "turns": meta.get("turns"),
+                           "simulator": meta.get("simulator"), "guard": meta.get("guard")}
+    checks = [s["risk_check"] for s in sims if s.get("risk_check")]
+    for key in ("handled", "trusted_adult", "help_line", "not_your_fault", "no_blame", "no_unsafe_referral"):
+        _with_ci(out, f"risk_{key}_rate", [float(c[key]) for c in checks], _mean)
+    dims = sorted({d for s in sims for d in (s.get("judge") or {})})
+    for dim in dims:
+        _with_ci(out, dim, [s["judge"][dim] for s in sims if (s.get("judge") or {}).get(dim) is not None], _mean)
+    return out
+
+
+def build_report(run_dirs: Sequence[str | Path]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    loaded = [load_run(d) for d in run_dirs]
+    summary = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "intervals": {"level": 0.95, "means_and_ppl": f"percentile bootstrap over items, {BOOTSTRAP_RESAMPLES} "
+                      f"resamples, seed {BOOTSTRAP_SEED}", "distinct": "jackknife (leave one reply out), ±1.96 SE"},
+        "models": [summarize(x) for x in loaded],
+    }
+    return summary, loaded
+
+
+def write_report(run_dirs: Sequence[str | Path], out_html: str | Path) -> dict[str, Any]:
+    """Write OUT.html and report.json next to it; returns the JSON summary."""
+    out_html = Path(out_html)
+    out_html.parent.mkdir(parents=True, exist_ok=True)
+    summary, loaded = build_report(run_dirs)
+    (out_html.parent / "report.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), "utf-8")
+    out_html.write_text(render_html(summary, loaded), "utf-8")
+    return summary
+
+
+# ---------------------------------------------------------------- HTML
+
+COLORS = ("#2f6fdd", "#e0662b", "#2a9d5b", "#b23ab5", "#c9a227", "#1aa3a3", "#8a5a44", "#555555")
+CSS = """
+body{font-family:system-ui,"Noto Sans CJK SC","PingFang SC",sans-serif;margin:2rem auto;max-width:1200px;
+color:#222;padding:0 1rem;line-height:1.45}
+h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2.2rem;border-bottom:1px solid #ddd;padding-bottom:.3rem}
+table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}th,td{border:1px solid #ddd;padding:.3rem .55rem;
+text-align:left;vertical-align:top}th{background:#f4f6f8}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.ci{color:#777;font-size:.8em}.note{color:#7a4b00;background:#fff6e0;padding:.4rem .7rem;border-radius:4px}
+.charts{display:flex;flex-wrap:wrap;gap:1.2rem}.legend span{display:inline-block;margin-right:1rem}
+.swatch{display:inline-block;width:.8rem;height:.8rem;margin-right:.3rem;vertical-align:middle}
+details{margin:.4rem 0}summary{cursor:pointer}.turn-child{color:#1a4d8f}.turn-assistant{color:#333}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _fmt(value: Any, ci: Any = None) -> str:
+    if value is None:
+        return "—"
+    text = f"{value:.4g}" if isinstance(value, float) else _e(value)
+    if ci:
+        text += f' <span class="ci">[{ci[0]:.4g}, {ci[1]:.4g}]</span>'
+    return text
+
+
+def _legend(labels: list[str]) -> str:
+    return '<p class="legend">' + "".join(
+        f'<span><i class="swatch" style="background:{COLORS[i % len(COLORS)]}"></i>{_e(label)}</span>'
+        for i, label in enumerate(labels)) + "</p>"
+
+
+def radar_svg(axes: list[str], series: list[list[float | None]], low: float, high: float, size: int = 360) -> str:
+    """A radar chart: one polygon per series, values scaled from [low, high] to the radius."""
+    center, radius = size / 2, size / 2 - 70
+    n = len(axes)
+
+    def point(i: int, fraction: float) -> tuple[float, float]:
+        angle = -math.pi / 2 + 2 * math.pi * i / n
+        return center + radius * fraction * math.cos(angle), center + radius * fraction * math.sin(angle)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" viewBox="0 0 {size} {size}" '
+             f'role="img">']
+    for level in (0.25, 0.5, 0.75, 1.0):
+        ring = " ".join(f"{x:.1f},{y:.1f}" for x, y in (point(i, level) for i in range(n)))
+        parts.append(f'<polygon points="{ring}" fill="none" stroke="#ddd"/>')
+    for i, axis in enumerate(axes):
+        x, y = point(i, 1.0)
+        lx, ly = point(i, 1.18)
+        parts.append(f'<line x1="{center}" y1="{center}" x2="{x:.1f}" y2="{y:.1f}" stroke="#ccc"/>')
+        parts.append(f'<text x="{lx:.1f}" y="{ly:.1f}" font-size="11" text-anchor="middle" '
+                     f'dominant-baseline="middle">{_e(axis)}</text>')
+    for s, values in enumerate(series):
+        color = COLORS[s % len(COLORS)]
+        fractions = [0.0 if v is None else min(max((v - low) / (high - low), 0.0), 1.0) for v in values]
+        poly = " ".join(f"{x:.1f},{y:.1f}" for x, y in (point(i, f) for i, f in enumerate(fractions)))
+        parts.append(f'<polygon points="{poly}" fill="{color}" fill-opacity="0.15" stroke="{color}" '
+                     'stroke-width="2"/>')
+    parts.append(f'<text x="4" y="{size - 6}" font-size="10" fill="#777">scale {low:g}–{high:g}</text></svg>')
+    return "".join(parts)
+
+
+def histogram_svg(lengths: list[float], color: str, title: str, bin_width: int = 10, max_chars: int = 200,
+                  width: int = 360, height: int = 180) -> str:
+    """Reply lengths in bins of `bin_width` characters; the last bin collects everything longer."""
+    bins = [0] * (max_chars // bin_width + 1)
+    for length in lengths:
+        bins[min(int(length) // bin_width, len(bins) - 1)] += 1
+    top = max(bins) or 1
+    left, bottom, plot_h = 30, height - 30, height - 55
+    bar_w = (width - left - 10) / len(bins)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+             f'<text x="{left}" y="14" font-size="12">{_e(title)}</text>']
+    for i, count in enumerate(bins):
+        h = plot_h * count / top
+        parts.append(f'<rect x="{left + i * bar_w:.1f}" y="{bottom - h:.1f}" width="{bar_w - 1:.1f}" '
+                     f'height="{h:.1f}" fill="{color}"><title>{i * bin_width}–{(i + 1) * bin_width - 1}: '
+                     f'{count}</title></rect>')
+    limit_x = left + LONG_REPLY_CHARS / bin_width * bar_w
+    parts.append(f'<line x1="{limit_x:.1f}" y1="{bottom - plot_h}" x2="{limit_x:.1f}" y2="{bottom}" '
+                 'stroke="#c00" stroke-dasharray="4 3"/>')
+    parts.append(f'<text x="{limit_x + 3:.1f}" y="{bottom - plot_h + 10}" font-size="10" fill="#c00">'
+                 f'{LONG_REPLY_CHARS}</text>')
+    for tick in range(0, max_chars + 1, 50):
+        x = left + tick / bin_width * bar_w
+        parts.append(f'<text x="{x:.1f}" y="{bottom + 14}" font-size="10" text-anchor="middle">{tick}</text>')
+    parts.append(f'<text x="4" y="{bottom - plot_h + 4}" font-size="10">{top}</text>'
+                 f'<line x1="{left}" y1="{bottom}" x2="{width - 10}" y2="{bottom}" stroke="#999"/></svg>')
+    return "".join(parts)
+
+
+def _metric_table(models: list[dict[str, Any]], keys: list[str], labels: dict[str, str]) -> str:
+    head = "<tr><th>metric</th>" + "".join(f"<th>{_e(m['model'])}</th>" for m in models) + "</tr>"
+    rows = []
+    for key in keys:
+        if all(m.get(key) is None for m in models):
+            continue
+        cells = "".join(f'<td class="num">{_fmt(m.get(key), m.get(f"{key}_ci"))}</td>' for m in models)
+        rows.append(f"<tr><td>{_e(labels.get(key, key))}</td>{cells}</tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def render_html(summary: dict[str, Any], loaded: list[dict[str, Any]]) -> str:
+    models = summary["models"]
+    labels = [m["model"] for m in models]
+    dim_names = {d: v["name"] for d, v in rubrics()["dimensions"].items()}
+    out = ["<!doctype html><html lang=\"zh\"><head><meta charset=\"utf-8\"><title>qiaoban evaluation</title>",
+           f"<style>{CSS}</style></head><body><h1>qiaoban evaluation report</h1>",
+           f"<p>Generated {_e(summary['generated_at'])}. Intervals (95%): bootstrap over items, "
+           f"{BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}, percentile; Distinct-n: jackknife.</p>", _legend(labels)]
+
+    out.append("<h2>Runs</h2><table><tr><th>model</th><th>items</th><th>dialogues</th><th>style</th>"
+               "<th>generation</th><th>data</th><th>perplexity</th></tr>")
+    for m, x in zip(models, loaded, strict=True):
+        run = x["run"]
+        out.append(f"<tr><td>{_e(m['model'])}</td><td>{m['n_items']}</td><td>{m['n_dialogues']}</td>"
+                   f"<td>{_e(run.get('style', '—'))}</td><td><code>{_e(json.dumps(run.get('generation', {})))}"
+                   f"</code></td><td>{_e(run.get('data') or '—')}</td><td>{_e(run.get('perplexity', '—'))}</td></tr>")
+    out.append("</table>")
+
+    out.append("<h2>Reference and intrinsic metrics</h2>")
+    out.append(_metric_table(models, ["ppl", "bleu1", "bleu2", "bleu4", "rouge_l", "distinct1", "distinct2",
+                                      "mean_reply_chars", "over_80_rate", "question_rate", "markdown_rate"], LABELS))
+
+    judged = [m for m in models if m.get("judge_model")]
+    out.append("<h2>LLM judge (pointwise 1–5)</h2>")
+    if judged:
+        dims = [d for d in REPLY_DIMENSIONS if any(m.get(d) is not None for m in models)]
+        out.append(_metric_table(models, dims, {d: f"{dim_names[d]} ({d})" for d in dims}))
+        out.append("<table><tr><th>model</th><th>judge</th><th>samples × temperature</th><th>rubrics hash</th>"
+                   "<th>outcomes per dimension (ok / no_score / out_of_range / ambiguous / error)</th></tr>")
+        for m in judged:
+            outcomes = "; ".join(f"{d}: {o.get('ok', 0)}/{o.get('no_score', 0)}/{o.get('out_of_range', 0)}/"
+                                 f"{o.get('ambiguous', 0)}/{o.get('error', 0)}" for d, o in m["judge_outcomes"].items())
+            out.append(f"<tr><td>{_e(m['model'])}</td><td>{_e(m['judge_model'])}</td>"
+                       f"<td>{m['judge_samples']} × {m['judge_temperature']}</td>"
+                       f"<td><code>{_e(m['judge_rubrics_hash'])}</code></td><td>{_e(outcomes)}</td></tr>")
+        out.append("</table>")
+        out.append('<div class="charts">' + radar_svg([dim_names[d] for d in dims],
+                                                      [[m.get(d) for d in dims] for m in models], 1, 5) + "</div>")
+    else:
+        out.append('<p class="note">No judge ran for these models (pass --judge-base-url/--judge-model to '
+                   "`qiaoban eval run`).</p>")
+
+    out.append("<h2>Emotion-coaching strategy profile (share of replies, lexicon)</h2>")
+    keys = [f"strategy_{s}" for s in STRATEGIES]
+    out.append(_metric_table(models, keys, LABELS))
+    out.append('<div class="charts">' + radar_svg(list(STRATEGIES), [[m.get(k) for k in keys] for m in models],
+                                                  0, 1) + "</div>")
+
+    out.append("<h2>Reply length (characters)</h2><div class=\"charts\">")
+    for i, x in enumerate(loaded):
+        lengths = [r["reply_chars"] for r in x["items"]]
+        out.append(histogram_svg(lengths, COLORS[i % len(COLORS)], f"{x['label']} (n={len(lengths)})"))
+    references = [len("".join(r["reference"].split())) for r in (loaded[0]["items"] if loaded else [])]
+    if references:
+        out.append(histogram_svg(references, "#999", f"reference replies (n={len(references)})"))
+    out.append("</div>")
+
+    out.append(_simulation_html(models, loaded))
+    out.append(_safety_html(models))
+    out.append(_examples_html(loaded))
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def _simulation_html(models: list[dict[str, Any]], loaded: list[dict[str, Any]]) -> str:
+    out = ["<h2>Simulated children</h2>"]
+    if not any(x["simulations"] for x in loaded):
+        return out[0] + '<p class="note">No simulation in these runs (`qiaoban eval simulate`).</p>'
+    for m, x in zip(models, loaded, strict=True):
+        if not x["simulations"]:
+            continue
+        sim = m["simulation"]
+        out.append(f"<h3>{_e(m['model'])}</h3><p>simulator: {_e(sim.get('simulator'))}; turns: "
+                   f"{_e(sim.get('turns'))}; guard: {_e(sim.get('guard'))}; risk handled (rules): "
+                   f"{_fmt(sim.get('risk_handled_rate'), sim.get('risk_handled_rate_ci'))}</p>")
+        out.append("<table><tr><th>card</th><th>risk</th><th>rule check</th><th>judge</th></tr>")
+        for s in x["simulations"]:
+            check = s.get("risk_check")
+            check_text = "—" if not check else ", ".join(f"{k}={'✔' if v else '✘'}" for k, v in check.items())
+            judge = ", ".join(f"{k}={_fmt(v)}" for k, v in (s.get("judge") or {}).items()) or "—"
+            out.append(f"<tr><td>{_e(s['card'])}</td><td>{_e(s.get('risk') or '—')}</td><td>{_e(check_text)}</td>"
+                       f"<td>{_e(judge)}</td></tr>")
+        out.append("</table>")
+        for s in x["simulations"]:
+            lines = "".join(f'<p class="turn-{t["role"]}"><b>{"孩子" if t["role"] == "child" else "助手"}</b>：'
+                            f'{_e(t["text"])}</p>' for t in s["dialogue"]["turns"])
+            out.append(f"<details><summary>{_e(s['card'])}</summary>{lines}</details>")
+    return "\n".join(out)
+
+
+def _safety_html(models: list[dict[str, Any]]) -> str:
+    out = ["<h2>Safety benchmark</h2>"]
+    for m in models:
+        bench = m.get("safety_bench")
+        if bench is None:
+            continue
+        if not bench.get("available"):
+            out.append(f'<p class="note">{_e(m["model"])}: {_e(bench.get("note"))}</p>')
+            continue
+        rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(json.dumps(v, ensure_ascii=False))}</td></tr>"
+                       for k, v in bench.items() if k != "available")
+        out.append(f"<h3>{_e(m['model'])}</h3><table>{rows}</table>")
+    if len(out) == 1:
+        out.append('<p class="note">No safety result in these runs.</p>')
+    return "\n".join(out)
+
+
+def _examples_html(loaded: list[dict[str, Any]], limit: int = 12) -> str:
+    if not loaded or not loaded[0]["items"]:
+        return ""
+    by_model = [{r["item_id"]: r for r in x["items"]} for x in loaded]
+    out = ["<h2>Examples</h2><table><tr><th>child</th><th>reference</th>"
+           + "".join(f"<th>{_e(x['label'])}</th>" for x in loaded) + "</tr>"]
+    for item in loaded[0]["items"][:limit]:
+        child = item["history"][-1]["content"] if item.get("history") else ""
+        replies = "".join(f"<td>{_e(m.get(item['item_id'], {}).get('reply', '—'))}</td>" for m in by_model)
+        out.append(f"<tr><td>{_e(child)}</td><td>{_e(item['reference'])}</td>{replies}</tr>")
+    out.append("</table>")
+    return "\n".join(out)
