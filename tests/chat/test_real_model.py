@@ -109,3 +109,20 @@ def test_default_model_answers_in_spoken_chinese(default_model_path):
     assert len(re.findall(r"[\u4e00-\u9fff]", text)) >= 10
     assert not re.search(r"^\s*(\d+\.|[-*#])", text, re.M) and "**" not in text
     assert reply.result.tokens_per_s > 3
+
+
+def test_transformers_backend_streams_the_same_interface(fixture_model_path):
+    from qiaoban.train.convert import convert_gguf
+
+    checkpoint = convert_gguf("fixture", dtype="float32")  # once per QIAOBAN_HOME, then reused
+    backend = load_backend("transformers", model=str(checkpoint))
+    messages = [{"role": "user", "content": "Name one fruit."}]
+    stream = backend.stream_chat(messages, GREEDY)
+    pieces = list(stream)
+    result = stream.result
+    assert pieces and result.text == "".join(pieces) and result.text.strip()
+    assert result.prompt_tokens == backend.count_prompt_tokens(messages) > 5
+    assert 0 < result.completion_tokens <= GREEDY.max_tokens
+    # Same weights and greedy decoding: the first words agree with llama.cpp's (quantization aside).
+    llama_words = load_backend("llama", model="fixture", n_ctx=512).chat(messages, GREEDY).text.split()[:2]
+    assert result.text.split()[:2] == llama_words

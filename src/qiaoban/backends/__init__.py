@@ -47,7 +47,9 @@ def load_backend(
     n_ctx: int | None = None,
     timeout_s: float = 120.0,
 ) -> Backend:
-    """Build a backend. `model` is a known model name or a GGUF path (llama) or a checkpoint dir (transformers)."""
+    """Build a backend. `model` is a known model name or a GGUF path (llama) or a checkpoint dir (transformers);
+    `adapter` a LoRA (GGUF for llama, a PEFT dir for transformers), "none" or None for the bare model."""
+    adapter = None if adapter == "none" else adapter
     if kind == "llama":
         from qiaoban.backends.llama_cpp import DEFAULT_CONTEXT, LlamaCppBackend
         from qiaoban.models import DEFAULT_MODEL, ensure_model, resolve_adapter
