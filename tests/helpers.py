@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from qiaoban.config import default_threads
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -34,20 +36,25 @@ def wait_for_http(url: str, timeout_s: float = 120.0, proc: subprocess.Popen | N
 
 
 @contextmanager
-def llama_cpp_server(model_path: Path, n_ctx: int = 2048, extra: tuple[str, ...] = ()) -> Iterator[str]:
-    """llama-cpp-python's own OpenAI-compatible server on a free loopback port; yields its /v1 base URL."""
+def llama_cpp_server(model_path: Path, n_ctx: int = 2048, alias: str = "fixture",
+                     extra: tuple[str, ...] = ()) -> Iterator[str]:
+    """llama-cpp-python's own OpenAI-compatible server on a free loopback port; yields its /v1 base URL.
+
+    interrupt_requests is off: by default that server cuts a streaming reply short as soon as another request
+    waits, which would corrupt concurrent clients."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", str(n_ctx), *extra],
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias", alias,
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(default_threads()),
+         "--interrupt_requests", "False", "--verbose", "False", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/v1/models", proc=proc)
+        wait_for_http(f"http://127.0.0.1:{port}/v1/models", timeout_s=180, proc=proc)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        proc.terminate()
+        proc.terminate()  # uvicorn waits for a reply still streaming to a killed client: do not wait long
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()

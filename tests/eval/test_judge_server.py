@@ -4,51 +4,19 @@ SmolLM2-135M is a weak, English-only judge: it often writes no usable score. Thi
 (real calls made, every outcome counted, cached, recorded), not the quality of its judgement.
 """
 
-import socket
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 
 from qiaoban.backends import load_backend
-from qiaoban.config import default_threads
 from qiaoban.eval.cache import JsonlCache
 from qiaoban.eval.judge import Judge, JudgeSettings, judge_replies, pairwise
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.helpers import llama_cpp_server
 
 
 @pytest.fixture(scope="module")
 def judge_url(fixture_model_path):
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(fixture_model_path), "--model_alias", "smollm2",
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--verbose", "False",
-         "--n_threads", str(default_threads())],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            if server.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {server.returncode}")
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("llama_cpp.server did not start within 180 s")
+    with llama_cpp_server(fixture_model_path, alias="smollm2") as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_judge_through_a_real_openai_compatible_server(tmp_path, judge_url):

@@ -51,8 +51,9 @@ def page_server(request, tmp_path):
                                  reply_tokens=120, request_timeout_s=600)
     else:
         backend = request.getfixturevalue("fixture_backend")
+        # Greedy: the fixture's reply is then the same every run, several clauses long (streamed piece by piece).
         settings = ServeSettings(db_path=tmp_path / "serve.db", model_id="fixture", guardian_token=GUARDIAN_TOKEN,
-                                 reply_tokens=12)
+                                 reply_tokens=48, reply_temperature=0.0, reply_seed=0)
     with running_server(backend, settings) as url:
         yield url, model
     if model:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from qiaoban.data import REASONS, GateConfig, check_dialogue
 from qiaoban.dialogue import read_jsonl
 from qiaoban.synth.parse import PARSE_REASONS
 from qiaoban.synth.runner import SynthConfig, item_id, run_synth
+from tests.helpers import llama_cpp_server
 
 HERE = Path(__file__).parent
 EN_PROMPTS = str(HERE / "prompts_en.yaml")
@@ -32,43 +32,10 @@ KNOWN_REASONS = set(REASONS) | set(PARSE_REASONS) | {"truncated", "near_duplicat
 QIAOBAN = [sys.executable, "-c", "from qiaoban.cli import app; app()"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(fixture_model_path):
-    """llama-cpp-python's OpenAI-compatible server on the fixture. interrupt_requests is off: by default that
-    server cuts a streaming reply short as soon as another request waits, which would corrupt concurrent runs."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(fixture_model_path), "--model_alias", "fixture",
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--interrupt_requests", "False"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base_url = f"http://127.0.0.1:{port}/v1"
-    import httpx
-
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("llama_cpp.server did not start")
-        time.sleep(0.5)
-    yield base_url
-    proc.terminate()  # uvicorn waits for a reply still streaming to a killed client: do not wait for long
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    with llama_cpp_server(fixture_model_path) as base_url:
+        yield base_url
 
 
 def _records(out: Path) -> tuple[list[str], list[dict]]:

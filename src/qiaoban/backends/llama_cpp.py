@@ -37,6 +37,23 @@ def quiet_stderr():
             os.close(fd)
 
 
+def chat_formatter(llm, model_path: Path, add_generation_prompt: bool = True):
+    """The Jinja formatter for the chat template stored in the GGUF, as llama-cpp-python builds it."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise BackendError(f"{model_path} has no chat template in its metadata")
+    eos_id, bos_id = llm.token_eos(), llm.token_bos()
+    token_text = llm._model.token_get_text
+    return Jinja2ChatFormatter(
+        template=template,
+        eos_token=token_text(eos_id) if eos_id != -1 else "",
+        bos_token=token_text(bos_id) if bos_id != -1 else "",
+        add_generation_prompt=add_generation_prompt,
+    )
+
+
 class LlamaCppBackend(Backend):
     def __init__(
         self,
@@ -49,7 +66,6 @@ class LlamaCppBackend(Backend):
         verbose: bool = False,
     ):
         from llama_cpp import Llama
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.model_path = Path(model_path)
         self.adapter_path = Path(adapter_path) if adapter_path else None
@@ -68,16 +84,7 @@ class LlamaCppBackend(Backend):
             raise BackendError(f"llama.cpp could not load {self.model_path}: {err}") from err
         self.name = name or self.model_path.stem + (f"+{self.adapter_path.stem}" if self.adapter_path else "")
         self.context_length = self.llm.n_ctx()
-        template = self.llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise BackendError(f"{self.model_path} has no chat template in its metadata")
-        eos_id, bos_id = self.llm.token_eos(), self.llm.token_bos()
-        token_text = self.llm._model.token_get_text
-        self._formatter = Jinja2ChatFormatter(
-            template=template,
-            eos_token=token_text(eos_id) if eos_id != -1 else "",
-            bos_token=token_text(bos_id) if bos_id != -1 else "",
-        )
+        self._formatter = chat_formatter(self.llm, self.model_path)
         # llama.cpp holds one sequence: callers from several threads take turns.
         self._lock = threading.Lock()
 

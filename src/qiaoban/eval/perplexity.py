@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from qiaoban.backends import Backend, BackendError, Message
+from qiaoban.backends import Backend, Message
 from qiaoban.chat import Persona
 from qiaoban.dialogue import Dialogue
 from qiaoban.eval.cache import JsonlCache, stable_hash
@@ -78,9 +78,8 @@ class LlamaCppScorer(Scorer):
     def __init__(self, model_path: str | Path, adapter_path: str | Path | None = None, n_ctx: int = 2048,
                  n_threads: int | None = None):
         from llama_cpp import Llama
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        from qiaoban.backends.llama_cpp import quiet_stderr
+        from qiaoban.backends.llama_cpp import chat_formatter, quiet_stderr
         from qiaoban.config import default_threads
 
         threads = n_threads or default_threads()
@@ -89,15 +88,8 @@ class LlamaCppScorer(Scorer):
                              n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, logits_all=True,
                              verbose=False)
         self.context_length = self.llm.n_ctx()
-        template = self.llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise BackendError(f"{model_path} has no chat template in its metadata")
-        eos_id, bos_id = self.llm.token_eos(), self.llm.token_bos()
-        token_text = self.llm._model.token_get_text
-        eos = token_text(eos_id) if eos_id != -1 else ""
-        bos = token_text(bos_id) if bos_id != -1 else ""
-        self._formatters = {flag: Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
-                                                      add_generation_prompt=flag) for flag in (True, False)}
+        self._formatters = {flag: chat_formatter(self.llm, Path(model_path), add_generation_prompt=flag)
+                            for flag in (True, False)}
 
     def render(self, messages: list[Message], add_generation_prompt: bool) -> str:
         return self._formatters[add_generation_prompt](messages=messages).prompt

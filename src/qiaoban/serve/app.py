@@ -45,6 +45,8 @@ class ServeSettings:
     max_history_messages: int = 64
     max_tokens: int = 512  # the most any request may ask for
     reply_tokens: int = 160  # replies on the child's page
+    reply_temperature: float = 0.7
+    reply_seed: int | None = None  # set for reproducible replies on the page (tests, demos)
     request_timeout_s: float = 120.0
     max_body_bytes: int = 1 << 20
     age_band: str | None = None  # default persona for new sessions

@@ -145,8 +145,8 @@ def start_reply(server: Server, session: Session, message_id: int, text: str, ti
     turns = history(session.messages)
     if turns and turns[-1].role == "child":  # what the child said before is still unanswered
         text = turns.pop().text + "\n" + text
-    gen = GenerationConfig(max_tokens=settings.reply_tokens, temperature=0.7, top_p=0.9, repeat_penalty=1.1,
-                           timeout_s=settings.request_timeout_s)
+    gen = GenerationConfig(max_tokens=settings.reply_tokens, temperature=settings.reply_temperature, top_p=0.9,
+                           repeat_penalty=1.1, seed=settings.reply_seed, timeout_s=settings.request_timeout_s)
     engine = server.engine(Persona(session.persona_name, session.age_band), gen,
                            RecordingGuard(server.guard, on_verdict))
     engine.turns = turns
