@@ -100,3 +100,13 @@ def test_to_dialogue_is_valid():
     dialogue = engine.to_dialogue()
     assert dialogue.structure_problems() == []
     assert dialogue.meta["model"] == "scripted"
+
+
+def test_long_reply_stops_at_the_first_sentence_end_past_the_limit():
+    reply = "我听到了，你很生气。" + "你可以先深呼吸，再想想发生了什么。" * 3 + "最后一句。"
+    backend = ScriptedBackend([reply], piece=2)
+    engine = ChatEngine(backend, max_reply_chars=20)
+    text = engine.reply("我被起外号了").text
+    assert text == "我听到了，你很生气。你可以先深呼吸，再想想发生了什么。"
+    assert backend.pieces_sent < len(reply) // 2  # generation stopped early
+    assert ChatEngine(ScriptedBackend([reply]), max_reply_chars=None).reply("嗯").text == reply

@@ -121,3 +121,9 @@ def test_guard_stops_advice_that_blames_a_bullied_child():
     assert guard.check_output("你可以想想自己哪里做得不好。", verdict) is not None
     # The same words after the child hurt someone else are not flagged by this rule.
     assert guard.check_output("你可以向他道歉，这很勇敢。", guard.check_input("今天我不小心把同学的书弄坏了", [])) is None
+
+
+def test_minimising_a_hurt_as_part_of_growing_up_is_belittling():
+    # Seen from the base 1.5B model: a child called names is told it is "part of growing up".
+    assert screen_reply("“被同学起外号”确实会让人感到不舒服和困扰，但这是成长的一部分。") == ["belittling"]
+    assert screen_reply("犯错是成长的一部分，你已经很勇敢了。") == []

@@ -23,12 +23,14 @@ import yaml
 
 from qiaoban.backends.base import Backend, ChatResult, GenerationConfig
 from qiaoban.chat.history import build_messages, trim_history
-from qiaoban.chat.style import SENTENCE_END, ClauseStream
+from qiaoban.chat.style import CLAUSE_END, SENTENCE_END, ClauseStream
 from qiaoban.dialogue import Dialogue, Turn, content_id
 
 # How many earlier child messages the safety screen sees ("我已经决定了" after earlier despair).
 SAFETY_CONTEXT_TURNS = 4
 MAX_MESSAGE_CHARS = 2000
+# Generation stops at the first sentence end past this many characters.
+DEFAULT_REPLY_CHARS = 60
 
 
 @cache
@@ -107,11 +109,13 @@ class ChatEngine:
         persona: Persona | None = None,
         gen: GenerationConfig | None = None,
         guard: Guard | None = None,
+        max_reply_chars: int | None = DEFAULT_REPLY_CHARS,
     ):
         self.backend = backend
         self.persona = persona or Persona()
         self.gen = gen or GenerationConfig(max_tokens=160, temperature=0.7, top_p=0.9, repeat_penalty=1.1)
         self.guard = guard
+        self.max_reply_chars = max_reply_chars
         self.turns: list[Turn] = []
 
     @property
@@ -157,7 +161,7 @@ class ChatEngine:
                             self.backend.context_length - self.gen.max_tokens)
         stream = self.backend.stream_chat(build_messages(system, kept), self.gen)
         clauses = ClauseStream()
-        replaced = False
+        replaced = long_enough = False
         deltas = iter(stream)
         for delta in deltas:
             piece = clauses.feed(delta)
@@ -169,12 +173,17 @@ class ChatEngine:
                 replaced = True
                 break
             yield piece
+            # Base models ignore the prompt's length rule; a child gets a few sentences, then a turn to talk.
+            if self.max_reply_chars and len(clauses.text) >= self.max_reply_chars and clauses.text[-1] in SENTENCE_END:
+                deltas.close()
+                long_enough = True
+                break
         result = stream.result
         text = clauses.text[: len(clauses.text) - len(piece)] if replaced else clauses.text
         if replaced:
             yield substitute
             text += substitute
-        else:
+        elif not long_enough:
             tail = clauses.finish(truncated=result.finish_reason == "length")
             if tail and self.guard and (substitute := self.guard.check_output(text + tail, verdict)) is not None:
                 tail, replaced = substitute, True
@@ -185,10 +194,9 @@ class ChatEngine:
             text = _persona_data()["fallback_reply"]
             yield text
         if verdict is not None and verdict.followup and verdict.followup not in text:
-            # Close the model's last sentence before the vetted follow-up (a shown comma cannot be taken back).
-            lead = "" if not text or text[-1] in SENTENCE_END else "。"
+            lead = "" if not text or text[-1] in CLAUSE_END + "：:、" else "。"
             yield lead + verdict.followup
-            text = text.rstrip("，,；;、：:") + "。" + verdict.followup if lead else text + verdict.followup
+            text += lead + verdict.followup
         return Reply(text.strip(), result=result, verdict=verdict, replaced=replaced)
 
     def to_dialogue(self, dialogue_id: str | None = None, **meta: Any) -> Dialogue:
