@@ -110,3 +110,8 @@ def test_long_reply_stops_at_the_first_sentence_end_past_the_limit():
     assert text == "我听到了，你很生气。你可以先深呼吸，再想想发生了什么。"
     assert backend.pieces_sent < len(reply) // 2  # generation stopped early
     assert ChatEngine(ScriptedBackend([reply]), max_reply_chars=None).reply("嗯").text == reply
+
+
+def test_reply_stopped_inside_a_quotation_closes_it():
+    backend = ScriptedBackend(["你可以对自己说：“我很勇敢。我可以的。”然后深呼吸。"], piece=2)
+    assert ChatEngine(backend, max_reply_chars=10).reply("我害怕").text == "你可以对自己说：“我很勇敢。”"

@@ -183,7 +183,11 @@ class ChatEngine:
         if replaced:
             yield substitute
             text += substitute
-        elif not long_enough:
+        elif long_enough:
+            if text.count("“") > text.count("”"):  # stopped inside a quotation: close it
+                yield "”"
+                text += "”"
+        else:
             tail = clauses.finish(truncated=result.finish_reason == "length")
             if tail and self.guard and (substitute := self.guard.check_output(text + tail, verdict)) is not None:
                 tail, replaced = substitute, True
