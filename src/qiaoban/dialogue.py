@@ -135,20 +135,27 @@ def validate(dialogue: Dialogue) -> None:
         raise DialogueFormatError(f"dialogue {dialogue.id}: {', '.join(problems)}")
 
 
-def iter_jsonl(path: str | Path) -> Iterator[Dialogue]:
-    """Yield dialogues from a JSONL file; a malformed line raises DialogueFormatError naming file and line."""
-    with open(path, encoding="utf-8") as handle:
+def iter_json_lines(path: str | Path, *, encoding: str = "utf-8", hint: str = "") -> Iterator[tuple[int, Any]]:
+    """Yield (line number, parsed record) from a JSONL file, skipping blank lines; a line that is not JSON raises
+    DialogueFormatError naming file and line (`hint` is appended to the message)."""
+    with open(path, encoding=encoding) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                yield number, json.loads(line)
             except json.JSONDecodeError as err:
-                raise DialogueFormatError(f"invalid JSON ({err.msg} at column {err.colno})", path=path, line=number) from None
-            try:
-                yield Dialogue.from_dict(record)
-            except DialogueFormatError as err:
-                raise DialogueFormatError(str(err), path=path, line=number) from None
+                raise DialogueFormatError(f"invalid JSON ({err.msg} at column {err.colno}){hint}", path=path,
+                                          line=number) from None
+
+
+def iter_jsonl(path: str | Path) -> Iterator[Dialogue]:
+    """Yield dialogues from a JSONL file; a malformed line raises DialogueFormatError naming file and line."""
+    for number, record in iter_json_lines(path):
+        try:
+            yield Dialogue.from_dict(record)
+        except DialogueFormatError as err:
+            raise DialogueFormatError(str(err), path=path, line=number) from None
 
 
 def read_jsonl(path: str | Path) -> list[Dialogue]:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from qiaoban.dialogue import Dialogue, DialogueFormatError, Turn, content_id
+from qiaoban.dialogue import Dialogue, DialogueFormatError, Turn, content_id, iter_json_lines
 
 FORMATS = ("qiaoban", "messages", "chatml", "xtuner", "dialogue")
 
@@ -55,17 +55,9 @@ def _records(path: Path) -> Iterator[tuple[str, int, Any]]:
             for number, record in enumerate(data, start=1):
                 yield "record", number, record
             return
-        with open(path, encoding="utf-8-sig") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DialogueFormatError(
-                        f"invalid JSON ({err.msg} at column {err.colno}); expected a JSON array or one JSON "
-                        "object per line", path=path, line=number) from None
-                yield "line", number, record
+        for number, record in iter_json_lines(
+                path, encoding="utf-8-sig", hint="; expected a JSON array or one JSON object per line"):
+            yield "line", number, record
     except UnicodeDecodeError as err:
         raise DialogueFormatError(f"not UTF-8 text ({err.reason} near line {number + 1})", path=path) from None
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from qiaoban.backends import Backend, BackendError, ChatResult, GenerationConfig
 from qiaoban.data import GateConfig, NearDuplicateIndex, check_dialogue, dialogue_text
-from qiaoban.dialogue import Dialogue, DialogueFormatError, Turn, iter_jsonl
+from qiaoban.dialogue import Dialogue, DialogueFormatError, Turn, iter_json_lines, iter_jsonl
 from qiaoban.synth.parse import parse_dialogue
 from qiaoban.synth.prompts import Request, build_messages, make_request, persona_parts, prompt_templates
 from qiaoban.synth.topics import Scenario, iter_scenarios, load_scenarios
@@ -261,16 +261,12 @@ def read_rejected(path: Path) -> tuple[set[str], Counter[str]]:
     reasons: Counter[str] = Counter()
     if not path.is_file():
         return ids, reasons
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                ids.add(record["id"])
-                reasons[record["reason"]] += 1
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise DialogueFormatError(f"not a rejected-item record ({err})", path=path, line=number) from None
+    for number, record in iter_json_lines(path, hint="; not a rejected-item record"):
+        try:
+            ids.add(record["id"])
+            reasons[record["reason"]] += 1
+        except (KeyError, TypeError) as err:
+            raise DialogueFormatError(f"not a rejected-item record ({err})", path=path, line=number) from None
     return ids, reasons
 
 
