@@ -136,6 +136,25 @@ def test_a_trailing_child_turn_is_trimmed_not_the_dialogue(tmp_path):
     assert report["run"]["rejected_by_reason"] == {"ends_with_child": 1}
 
 
+def test_a_looping_reply_is_cut_before_the_first_repeat(tmp_path):
+    def looping(messages, number):
+        once = dialogue_for(messages).split("\n\n", 1)[1]  # without the teacher's preface
+        return once + "\n孩子：我还是有点难过。\n小桥：难过的时候有人陪着会好一点，我在这儿。\n" + once
+
+    cfg = config(tmp_path, n=1)
+    report = run_synth(FakeTeacher(looping), cfg)
+    (d,) = read_jsonl(cfg.out)
+    assert len(d.turns) == 6 and d.turns[-1].text == "难过的时候有人陪着会好一点，我在这儿。"
+    assert d.meta["cut_at_repeat"] == 4
+    assert report["run"]["accepted_after_repair"] == {"cut_at_repeat": 1}
+    cfg = config(tmp_path / "at_the_limit", n=1)  # the loop ran into the token limit: the cut drops the cut-off end
+    run_synth(FakeTeacher(lambda m, n: looping(m, n) + "\n孩子：我还是", finish_reason="length"), cfg)
+    assert len(read_jsonl(cfg.out)[0].turns) == 6
+    cfg = config(tmp_path / "strict", n=1, max_items=1, cut_at_repeat=False)
+    report = run_synth(FakeTeacher(looping), cfg)
+    assert report["run"]["rejected_by_reason"] == {"repeated_turn": 1}
+
+
 def test_truncated_replies_are_rejected(tmp_path):
     cfg = config(tmp_path, n=1, max_items=1)
     report = run_synth(FakeTeacher(finish_reason="length"), cfg)

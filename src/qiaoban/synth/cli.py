@@ -65,6 +65,8 @@ def app(
                                                 "prompts.yaml (system, user, openings, sizes).")] = None,
     gates: Annotated[Path | None, typer.Option(help="YAML with GateConfig fields (min_turns, require_chinese, "
                                                "disabled: [...]) for the quality gates.")] = None,
+    cut_at_repeat: Annotated[bool, typer.Option(help="Keep a looping reply up to its first word-for-word repeated "
+                                                "turn instead of rejecting it as `repeated_turn`.")] = True,
     safety_screen: Annotated[bool, typer.Option(help="Screen companion turns with qiaoban.safety.")] = True,
     dedup_threshold: Annotated[float, typer.Option(help="Near-duplicate Jaccard threshold (character 3-grams).")] = 0.85,
     price_in: Annotated[float, typer.Option(help="Price per 1M prompt tokens, for the cost line.")] = 0.0,
@@ -94,7 +96,7 @@ def app(
             n=n, out=out, seed=seed, workers=workers, rpm=rpm, max_retries=max_retries, timeout_s=timeout,
             max_items=max_items, topics=topics, prompts=prompts, gates=GateConfig.from_dict(gate_values),
             gen=GenerationConfig(max_tokens=max_tokens, temperature=temperature, top_p=0.95, repeat_penalty=1.1),
-            dedup_threshold=dedup_threshold, price_in=price_in, price_out=price_out, progress=not quiet,
+            cut_at_repeat=cut_at_repeat, dedup_threshold=dedup_threshold, price_in=price_in, price_out=price_out, progress=not quiet,
         )
         if dry_run_:
             dry_run(config, echo=typer.echo)

@@ -67,6 +67,9 @@ class SynthConfig:
     dedup_threshold: float = 0.85
     # Teachers often let the child have the last word ("好的，谢谢你"); drop that turn rather than the dialogue.
     trim_trailing_child: bool = True
+    # Small teachers fall into a loop, repeating earlier turns word for word; keep the dialogue up to the first
+    # repeat (the gates still decide whether what is left is long enough).
+    cut_at_repeat: bool = True
     price_in: float = 0.0  # per 1M prompt tokens
     price_out: float = 0.0  # per 1M completion tokens
     progress: bool = True
@@ -165,14 +168,13 @@ def generate_item(backend: Backend, request: Request, config: SynthConfig, limit
         outcome.completion_tokens += result.completion_tokens
         outcome.gen_s += result.total_s
         outcome.tokens_per_s = result.tokens_per_s
-        if result.finish_reason == "length":
-            outcome.reason = "truncated"
-            return outcome
         prompts = prompt_templates(request.prompts)
         parsed = parse_dialogue(result.text, child_names=(request.persona.name, prompts["child_tag"],
                                                           *persona_parts()["names"]),
                                 companion_names=(prompts["companion_tag"], prompts["companion_name"]))
         outcome.turns, outcome.reason, outcome.dropped = parsed.turns, parsed.reason, parsed.dropped
+        if result.finish_reason == "length":  # kept parsed: a loop cut before the limit drops the cut-off tail
+            outcome.reason = "truncated"
         return outcome
     return outcome
 
@@ -286,6 +288,7 @@ class RunStats:
     completion_tokens: int = 0
     gen_s: float = 0.0
     decode_rates: list[float] = field(default_factory=list)
+    repaired: Counter[str] = field(default_factory=Counter)  # accepted items that needed a cut or trim
 
     def note_example(self, reason: str, item: str) -> None:
         self.examples.setdefault(reason, [])
@@ -425,6 +428,17 @@ def _account(outcome: Outcome, stats: RunStats) -> None:
         stats.decode_rates.append(outcome.tokens_per_s)
 
 
+def first_repeated_turn(turns: list[Turn]) -> int | None:
+    """Index of the first turn that repeats an earlier turn of the same speaker word for word, or None."""
+    seen: set[tuple[str, str]] = set()
+    for i, turn in enumerate(turns):
+        key = (turn.role, turn.text.strip())
+        if key[1] and key in seen:
+            return i
+        seen.add(key)
+    return None
+
+
 def _settle(outcome: Outcome, config: SynthConfig, index: NearDuplicateIndex, stats: RunStats,
             accepted_log: AppendLog, rejected_log: AppendLog, teacher: str) -> bool:
     """Gate, dedup and write one finished item (main thread only); True when it was accepted."""
@@ -433,11 +447,16 @@ def _settle(outcome: Outcome, config: SynthConfig, index: NearDuplicateIndex, st
             "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
             "teacher_s": round(outcome.gen_s, 2)}
     turns = list(outcome.turns or [])
+    reason = outcome.reason
+    if config.cut_at_repeat and reason in (None, "truncated") and (cut := first_repeated_turn(turns)) is not None:
+        meta["cut_at_repeat"] = len(turns) - cut
+        del turns[cut:]
+        reason = None
     if config.trim_trailing_child and len(turns) > 2 and turns[-1].role == "child" and turns[-2].role == "assistant":
         meta["trimmed_trailing_child"] = turns.pop().text
     dialogue = Dialogue(id=outcome.id, turns=turns, topic=request.scenario.topic,
                         emotion=request.emotion, source=f"synth:{teacher}", meta=meta)
-    reasons: list[str] = [outcome.reason] if outcome.reason else check_dialogue(dialogue, config.gates)
+    reasons: list[str] = [reason] if reason else check_dialogue(dialogue, config.gates)
     twin = None
     if not reasons:
         twin = index.add(dialogue.id, dialogue_text(dialogue))
@@ -446,6 +465,7 @@ def _settle(outcome: Outcome, config: SynthConfig, index: NearDuplicateIndex, st
     if not reasons:
         accepted_log.write(dialogue.to_dict())
         stats.accepted += 1
+        stats.repaired.update(key for key in ("cut_at_repeat", "trimmed_trailing_child") if key in meta)
         return True
     stats.rejected[reasons[0]] += 1
     stats.reasons.update(reasons)
@@ -481,6 +501,7 @@ def _report(config: SynthConfig, stats: RunStats, elapsed: float, had: int, reje
             "all_reasons": dict(stats.reasons.most_common()),
             "failed": dict(stats.failed.most_common()),
             "examples": stats.examples,
+            "accepted_after_repair": dict(stats.repaired),
             "teacher_calls": stats.attempts,
             "skipped_already_done": skipped,
             "partial_bytes_cut": cut,
