@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from qiaoban.safety import classifier
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_generation_is_seeded_and_covers_every_label():
@@ -40,6 +43,20 @@ def test_packaged_model_separates_risk_from_everyday_talk():
 def test_packaged_model_is_exactly_what_train_rebuilds():
     meta = json.loads(classifier.model_path().read_text("utf-8"))
     rows = classifier.generate(seed=meta["seed"], per_label=meta["per_label"])
+    for source in meta["examples"]:
+        path = REPO / source["path"]
+        assert classifier.file_digest(path) == source["sha256"], f"{path} changed since the model was trained"
+        rows += classifier.labelled_rows(path)
     rebuilt = classifier.train(rows, epochs=meta["epochs"])
     assert rebuilt["labels"] == meta["labels"] and rebuilt["bias"] == meta["bias"]
     assert rebuilt["weights"] == meta["weights"]
+
+
+def test_labelled_examples_join_training_without_their_context_items(tmp_path):
+    path = tmp_path / "dev.jsonl"
+    lines = [{"text": "我不想活了", "label": "risk", "category": "self_harm"},
+             {"text": "他又来了", "label": "risk", "category": "sexual_abuse", "context": ["继父晚上进我房间"]},
+             {"text": "笑死我了", "label": "benign", "category": None}]
+    path.write_text("\n".join(json.dumps(line, ensure_ascii=False) for line in lines), encoding="utf-8")
+    rows = classifier.labelled_rows(path, repeat=2)
+    assert rows == [("我不想活了", "self_harm")] * 2 + [("笑死我了", "benign")] * 2

@@ -121,7 +121,7 @@ def test_emergency_has_a_template_and_other_risks_a_followup():
 
 
 def test_classifier_catches_phrasing_the_lexicon_lacks():
-    verdict = check("世界上少我一个也没什么关系吧")
+    verdict = check("感觉自己活成了一个笑话，大家都嫌弃我，好想彻底不见")
     assert verdict.risk and verdict.category == "self_harm"
     assert any(m.startswith("classifier:") for m in verdict.matched)
 

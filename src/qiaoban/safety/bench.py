@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any
 
+from qiaoban.safety import classifier
 from qiaoban.safety.detect import check
 
 
@@ -85,3 +87,34 @@ def run_bench(path: str | Path) -> dict[str, Any]:
         "misses": misses,
         "false_positives": false_positives,
     }
+
+
+def cross_validate(path: str | Path, folds: int = 5, thresholds: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8),
+                   seed: int = classifier.DEFAULT_SEED, per_label: int = classifier.DEFAULT_PER_LABEL,
+                   epochs: int = classifier.DEFAULT_EPOCHS) -> dict[str, Any]:
+    """How the whole detector does on dev messages its classifier did not train on: split the labelled file into
+    seeded folds, train on the templates plus the other folds, screen the held-out fold at each threshold."""
+    items = read_labelled(path)
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    generated = classifier.generate(seed=seed, per_label=per_label)
+    counts = {t: {"risk": 0, "detected": 0, "benign": 0, "flagged": 0} for t in thresholds}
+    for fold in range(folds):
+        held = {i for k, i in enumerate(order) if k % folds == fold}
+        rows = generated + classifier.rows_from_items([item for i, item in enumerate(items) if i not in held])
+        model = classifier.prepare(classifier.train(rows, epochs=epochs))
+        for i in held:
+            item = items[i]
+            for t in thresholds:
+                risk = check(item["text"], item.get("context", []), model=model, threshold=t).risk
+                row = counts[t]
+                if item["label"] == "risk":
+                    row["risk"] += 1
+                    row["detected"] += risk
+                else:
+                    row["benign"] += 1
+                    row["flagged"] += risk
+    return {"file": str(path), "folds": folds, "n": len(items), "thresholds": {
+        t: {"recall": row["detected"] / row["risk"] if row["risk"] else None,
+            "false_positive_rate": row["flagged"] / row["benign"] if row["benign"] else None}
+        for t, row in counts.items()}}

@@ -1,8 +1,10 @@
 """The learned layer: a character n-gram logistic regression (numpy), trained on data generated from our own
-templates (trainset.yaml). `qiaoban safety train` rebuilds model.json reproducibly from a seed."""
+templates (trainset.yaml) plus hand-written labelled messages (the dev red-team sets). `qiaoban safety train`
+rebuilds model.json reproducibly from a seed and those files."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -23,6 +25,8 @@ DEFAULT_PER_LABEL = 400
 DEFAULT_EPOCHS = 300
 # Most of what children say is benign: the benign label gets this many times more examples.
 BENIGN_WEIGHT = 8
+# Each hand-written example given with --examples counts this many times.
+EXAMPLE_REPEAT = 3
 _SLOT = re.compile(r"\{(\w+)\}")
 # How children pad a message; added at random to the generated text.
 _LEADS = ("", "", "", "嗯，", "那个，", "我跟你说，", "说真的，", "你知道吗，", "唉，", "小桥，")
@@ -58,6 +62,24 @@ def generate(seed: int = DEFAULT_SEED, per_label: int = DEFAULT_PER_LABEL) -> li
                 seen.add(text)
                 rows.append((text, label))
     return rows
+
+
+def labelled_rows(path: str | Path, repeat: int = EXAMPLE_REPEAT) -> list[tuple[str, str]]:
+    """(text, label) pairs from a labelled red-team JSONL file (the bench format); see `rows_from_items`."""
+    from qiaoban.safety.bench import read_labelled  # bench imports the detector, which imports this module
+
+    return rows_from_items(read_labelled(path), repeat)
+
+
+def rows_from_items(items: list[dict[str, Any]], repeat: int = EXAMPLE_REPEAT) -> list[tuple[str, str]]:
+    """Each labelled item `repeat` times: hand-written messages count for more than template fillings. Items
+    with context are left out: their text alone ("他又来了") is not risky, and the classifier sees one message."""
+    return [(item["text"], item["category"] if item["label"] == "risk" else "benign")
+            for item in items if not item.get("context") for _ in range(repeat)]
+
+
+def file_digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def train(rows: list[tuple[str, str]], epochs: int = DEFAULT_EPOCHS, l2: float = 1e-4, lr: float = 0.5,
@@ -108,7 +130,11 @@ def load(path: str | None = None) -> dict[str, Any]:
     file = Path(path) if path else model_path()
     if not file.is_file():
         raise FileNotFoundError(f"safety classifier not found at {file}; build it with `qiaoban safety train`")
-    model = json.loads(file.read_text("utf-8"))
+    return prepare(json.loads(file.read_text("utf-8")))
+
+
+def prepare(model: dict[str, Any]) -> dict[str, Any]:
+    """Add the numpy arrays `predict` reads to a model dict (as `train` returns or model.json holds)."""
     model["_weights"] = {f: np.asarray(v, dtype=np.float64) for f, v in model["weights"].items()}
     model["_bias"] = np.asarray(model["bias"], dtype=np.float64)
     return model

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from qiaoban.safety.bench import BenchFormatError
 from qiaoban.safety.classifier import BENIGN_WEIGHT, DEFAULT_EPOCHS, DEFAULT_PER_LABEL, DEFAULT_SEED
 
 app = typer.Typer(
@@ -23,7 +24,8 @@ A JSONL file of {"text", "context"?}, one verdict per line in order: qiaoban saf
 Recall per category, false positives and latency on a labelled set:
 qiaoban safety bench tests/safety/data/redteam_test.jsonl
 
-Rebuild the classifier from the packaged templates (same seed, same file): qiaoban safety train
+Rebuild the classifier from the packaged templates and the dev red-team set (same inputs, same file):
+qiaoban safety train --examples tests/safety/data/redteam_dev.jsonl
 """,
     no_args_is_help=True,
     add_completion=False,
@@ -88,7 +90,7 @@ def bench(
     show_errors: Annotated[bool, typer.Option("--errors", help="List missed risks and false positives.")] = False,
 ) -> None:
     """Recall per category, false-positive rate on benign messages, latency per message (ms)."""
-    from qiaoban.safety import BenchFormatError, run_bench
+    from qiaoban.safety import run_bench
 
     if not file.is_file():
         _fail(f"no such file: {file}")
@@ -122,24 +124,60 @@ def bench(
 
 
 @app.command()
+def crossval(
+    file: Annotated[Path, typer.Argument(help="Labelled dev JSONL (the bench format).")],
+    folds: Annotated[int, typer.Option(help="Folds: each is screened by a classifier trained without it.")] = 5,
+) -> None:
+    """Estimate recall and false positives on unseen phrasing before trusting a dev set's own numbers.
+
+    Each fold of FILE is held out in turn; the classifier is trained on the templates plus the other folds, and
+    the whole detector screens the held-out fold at several classifier thresholds. Use it to pick the threshold;
+    measure the final model once on a test set nobody tuned on.
+    """
+    from qiaoban.safety.bench import cross_validate
+
+    try:
+        report = cross_validate(file, folds=folds)
+    except (OSError, BenchFormatError) as err:
+        _fail(str(err))
+    typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
+
+
+@app.command()
 def train(
     seed: Annotated[int, typer.Option(help="Seed for drawing the training examples.")] = DEFAULT_SEED,
     per_label: Annotated[int, typer.Option(
         help=f"Examples per risk category (benign gets {BENIGN_WEIGHT}x).")] = DEFAULT_PER_LABEL,
     epochs: Annotated[int, typer.Option(help="Full-batch gradient steps.")] = DEFAULT_EPOCHS,
     out: Annotated[Path | None, typer.Option(help="Where to write the model (default: the packaged model.json).")] = None,
+    examples: Annotated[list[Path] | None, typer.Option(
+        "--examples", help="Labelled JSONL (the bench format) to train on as well; repeatable. Never a test set.")] = None,
     dump_data: Annotated[Path | None, typer.Option(help="Also write the generated examples as JSONL here.")] = None,
 ) -> None:
-    """Rebuild the classifier from trainset.yaml: same seed, same model file."""
+    """Rebuild the classifier from trainset.yaml and the --examples files: same inputs, same model file.
+
+    The packaged model was built from the repository root with:
+
+      qiaoban safety train --examples tests/safety/data/redteam_dev.jsonl
+    """
     from qiaoban.safety import classifier
 
     rows = classifier.generate(seed=seed, per_label=per_label)
+    generated = len(rows)
+    sources = []
+    for path in examples or []:
+        try:
+            rows += classifier.labelled_rows(path)
+        except (OSError, BenchFormatError) as err:
+            _fail(str(err))
+        sources.append({"path": path.as_posix(), "sha256": classifier.file_digest(path)})
     if dump_data:
         with open(dump_data, "w", encoding="utf-8") as handle:
             for text, label in rows:
                 handle.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
     model = classifier.train(rows, epochs=epochs)
     path = out or classifier.model_path()
-    classifier.save(model, path, seed=seed, per_label=per_label, epochs=epochs)
-    typer.echo(f"trained on {len(rows)} generated examples ({len(model['labels'])} labels), "
+    classifier.save(model, path, seed=seed, per_label=per_label, epochs=epochs, examples=sources)
+    typer.echo(f"trained on {generated} generated and {len(rows) - generated} hand-written examples "
+               f"({len(model['labels'])} labels), "
                f"{len(model['weights'])} n-gram features -> {path}")

@@ -39,15 +39,17 @@ def _rank(hit: Hit) -> tuple[int, int]:
     return SEVERITIES.index(hit.severity), -order.index(hit.category)
 
 
-def check(text: str, context: Sequence[str] = ()) -> Verdict:
-    """Screen `text`; `context` holds the child's previous messages, oldest first."""
+def check(text: str, context: Sequence[str] = (), *, model: dict[str, Any] | None = None,
+          threshold: float = CLASSIFIER_THRESHOLD) -> Verdict:
+    """Screen `text`; `context` holds the child's previous messages, oldest first. `model` and `threshold`
+    replace the packaged classifier and its threshold (for cross-validation)."""
     found = scan(text)
     hits = [h for h in found if not h.negated]
     earlier = [h for message in context for h in scan(message) if not h.negated]
     if earlier and (cue := context_cue(text, {h.category for h in earlier})):
         hits.append(cue)
     matched = [f"lexicon:{h.category}:{h.severity}:{h.phrase}" for h in hits]
-    probs = classifier.predict(text)
+    probs = classifier.predict(text, model)
     risk_prob = 1.0 - probs["benign"]
     top_class = max((c for c in probs if c != "benign"), key=probs.__getitem__)
 
@@ -58,7 +60,7 @@ def check(text: str, context: Sequence[str] = ()) -> Verdict:
         if category == "bullying" and earlier_abuse:  # "他又打我了" after the child said who "he" is
             category = earlier_abuse[-1]
         score = max(LEXICON_SCORE[severity], risk_prob)
-    elif risk_prob >= CLASSIFIER_THRESHOLD and not neutralized(text, found):
+    elif risk_prob >= threshold and not neutralized(text, found):
         category = top_class
         severity = "concern"
         score = risk_prob
