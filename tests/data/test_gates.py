@@ -181,3 +181,14 @@ def test_every_reason_is_snake_case_and_reported_in_order():
     d = Dialogue(id="x", turns=[Turn("assistant", "作为AI，我认为（微笑）")])
     reasons = check_dialogue(d, NO_SAFETY)
     assert reasons == sorted(reasons, key=list(REASONS).index)
+
+
+def test_parroting_catches_echo_loops_but_not_reflection():
+    looped = dialogue("我有点害怕。", "你有点害怕。你有点害怕？你有点害怕？", "嗯。", "我在这里陪着你，慢慢说。")
+    assert check_dialogue(looped) == ["parroting"]
+    echo = dialogue("依依，你房间乱了。", "哦？依依，你房间乱了？", "是的，全乱了。", "乱糟糟的房间让人心烦，对吗？")
+    assert check_dialogue(echo) == ["parroting"]
+    # Naming the child's feeling in new words is the coaching move, not parroting.
+    reflection = dialogue("同学说我是胆小鬼，我好生气。", "被叫胆小鬼，你觉得很委屈又生气，对吗？",
+                          "对，他们还笑我。", "被大家笑的时候，心里一定很难受。你想怎么办呢？")
+    assert check_dialogue(reflection) == []

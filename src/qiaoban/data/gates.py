@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from qiaoban.dialogue import Dialogue, structure_problems
+from qiaoban.dialogue import Dialogue, Turn, structure_problems
 
 # Every reason a gate can give, in report order, with what it means.
 REASONS: dict[str, str] = {
@@ -37,6 +37,7 @@ REASONS: dict[str, str] = {
     "child_calls_parent": "the child addresses the companion as 妈妈/爸爸 (parent–child role-play data)",
     "markdown": "headings, bullet lists or bold in a spoken reply",
     "repeated_turn": "the same text spoken twice by one speaker",
+    "parroting": "a phrase said twice in one turn, or a turn that mostly restates the previous or an earlier one",
     "ends_with_child": "the dialogue ends on the child's turn",
     "unsafe_assistant": "the safety screen flags a companion turn (victim-blaming, threats, shaming, secrecy ...)",
 }
@@ -54,6 +55,9 @@ class GateConfig:
     min_chinese_ratio: float = 0.5
     require_ends_with_assistant: bool = True
     safety_screen: bool = True
+    # parroting: a turn whose character 3-grams lie at least this much inside what was just said to it plus what its
+    # speaker said before (1.0 = nothing new).
+    max_restated: float = 0.8
     # Reason names to skip entirely, e.g. {"markdown", "repeated_turn"}.
     disabled: frozenset[str] = field(default_factory=frozenset)
 
@@ -198,6 +202,28 @@ def _screen_reply():
     return screen_reply
 
 
+_CLAUSE_BREAK = re.compile(r"[，,。.！!？?、；;…~～\s]+")
+
+
+def _trigrams(text: str) -> set[str]:
+    text = _CLAUSE_BREAK.sub("", text)
+    return {text[i : i + 3] for i in range(len(text) - 2)}
+
+
+def find_parroting(turns: list[Turn], i: int, max_restated: float = 0.8) -> str | None:
+    """Why turn i parrots, or None: a clause of 3+ characters said twice in it ("你有点害怕？你有点害怕？"), or
+    its 3-grams lie inside the previous turn plus its speaker's earlier turns (restating, adding nothing)."""
+    clauses = [c for c in _CLAUSE_BREAK.split(turns[i].text) if len(c) >= 3]
+    if twice := next((c for k, c in enumerate(clauses) if c in clauses[:k]), None):
+        return f"{twice!r} twice in one turn"
+    own = _trigrams(turns[i].text)
+    if len(own) < 4 or i == 0:
+        return None
+    heard = _trigrams(turns[i - 1].text).union(*(_trigrams(t.text) for t in turns[:i] if t.role == turns[i].role))
+    share = len(own & heard) / len(own)
+    return f"{share:.0%} of it restates earlier turns: {_snippet(turns[i].text)}" if share >= max_restated else None
+
+
 def _snippet(text: str, limit: int = 60) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -260,6 +286,8 @@ def explain_dialogue(dialogue: Dialogue, config: GateConfig | None = None) -> li
             flag("child_calls_parent" if turn.role == "child" else "parent_roleplay", i, _evidence(hit, text))
         if (turn.role, text) in seen:
             flag("repeated_turn", i, _snippet(text))
+        elif detail := find_parroting(turns, i, config.max_restated):
+            flag("parroting", i, detail)
         seen.add((turn.role, text))
         if turn.role != "assistant":
             continue
