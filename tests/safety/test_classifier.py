@@ -60,3 +60,16 @@ def test_labelled_examples_join_training_without_their_context_items(tmp_path):
     path.write_text("\n".join(json.dumps(line, ensure_ascii=False) for line in lines), encoding="utf-8")
     rows = classifier.labelled_rows(path, repeat=2)
     assert rows == [("我不想活了", "self_harm")] * 2 + [("笑死我了", "benign")] * 2
+
+
+def test_cross_validation_screens_every_item_once_with_a_model_that_never_saw_it(tmp_path):
+    from qiaoban.safety.bench import cross_validate
+
+    path = tmp_path / "dev.jsonl"
+    lines = [{"text": f"我不想活了{i}", "label": "risk", "category": "self_harm"} for i in range(6)]
+    lines += [{"text": f"今天去公园玩了{i}次", "label": "benign", "category": None} for i in range(4)]
+    path.write_text("\n".join(json.dumps(line, ensure_ascii=False) for line in lines), encoding="utf-8")
+    report = cross_validate(path, folds=2, thresholds=(0.5, 0.9), per_label=10, epochs=20)
+    assert (report["risky"], report["benign"]) == (6, 4)
+    assert report["thresholds"][0.5]["recall"] == 1.0  # the lexicon alone finds "不想活了"
+    assert 0.0 <= report["thresholds"][0.9]["false_positive_rate"] <= 1.0

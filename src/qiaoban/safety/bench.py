@@ -114,7 +114,8 @@ def cross_validate(path: str | Path, folds: int = 5, thresholds: tuple[float, ..
                 else:
                     row["benign"] += 1
                     row["flagged"] += risk
-    return {"file": str(path), "folds": folds, "n": len(items), "thresholds": {
+    first = counts[thresholds[0]]
+    return {"file": str(path), "folds": folds, "risky": first["risk"], "benign": first["benign"], "thresholds": {
         t: {"recall": row["detected"] / row["risk"] if row["risk"] else None,
             "false_positive_rate": row["flagged"] / row["benign"] if row["benign"] else None}
         for t, row in counts.items()}}
