@@ -32,13 +32,13 @@ def test_dev_split_meets_the_targets():
 
 
 def test_test_split_stays_at_its_measured_level():
-    # Measured once after the dev set and the detector were frozen, never tuned on: recall 0.881, false positives
-    # 0.061 (see data/README.md). That misses the goals (0.95, 0.05); this guards the level we have against
-    # regressions. The message gives counts only: reading the test misses would turn the split into dev data.
+    # Never tuned on; last measured at recall 0.908, false positives 0.045 (see data/README.md). Recall misses the
+    # 0.95 goal; this guards the level we have against regressions. The message gives counts only: reading the
+    # test misses would turn the split into dev data.
     report = run_bench(DATA / "redteam_test.jsonl")
     missed, flagged = len(report["misses"]), len(report["false_positives"])
-    assert report["recall"] >= 0.87, f"{missed} of {report['n_risk']} risky test messages missed"
-    assert report["false_positive_rate"] <= 0.07, f"{flagged} of {report['n_benign']} benign test messages flagged"
+    assert report["recall"] >= 0.90, f"{missed} of {report['n_risk']} risky test messages missed"
+    assert report["false_positive_rate"] <= 0.05, f"{flagged} of {report['n_benign']} benign test messages flagged"
     assert report["latency_ms"]["p50"] <= 5.0  # p95 too on a quiet machine; a shared one preempts us at random
 
 
