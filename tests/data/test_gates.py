@@ -192,3 +192,11 @@ def test_parroting_catches_echo_loops_but_not_reflection():
     reflection = dialogue("同学说我是胆小鬼，我好生气。", "被叫胆小鬼，你觉得很委屈又生气，对吗？",
                           "对，他们还笑我。", "被大家笑的时候，心里一定很难受。你想怎么办呢？")
     assert check_dialogue(reflection) == []
+
+
+def test_a_child_calling_someone_by_their_own_name_is_speaker_confusion():
+    confused = dialogue("航航，我答应妹妹的事没做到。", "没做到答应的事，你心里有点过意不去吧？", "嗯。", "我们一起想想怎么和她说。")
+    confused.meta["persona"] = {"name": "航航"}
+    assert check_dialogue(confused) == ["speaker_confusion"]
+    confused.meta["persona"] = {"name": "依依"}
+    assert check_dialogue(confused) == []

@@ -37,6 +37,7 @@ REASONS: dict[str, str] = {
     "child_calls_parent": "the child addresses the companion as 妈妈/爸爸 (parent–child role-play data)",
     "markdown": "headings, bullet lists or bold in a spoken reply",
     "repeated_turn": "the same text spoken twice by one speaker",
+    "speaker_confusion": "the child calls someone by the child's own name (the persona in meta.persona.name)",
     "parroting": "a phrase said twice in one turn, or a turn that mostly restates the previous or an earlier one",
     "ends_with_child": "the dialogue ends on the child's turn",
     "unsafe_assistant": "the safety screen flags a companion turn (victim-blaming, threats, shaming, secrecy ...)",
@@ -266,6 +267,8 @@ def explain_dialogue(dialogue: Dialogue, config: GateConfig | None = None) -> li
     if config.require_ends_with_assistant and turns[-1].role == "child":
         flag("ends_with_child", len(turns) - 1, _snippet(turns[-1].text))
 
+    persona = dialogue.meta.get("persona")
+    own_name = persona.get("name") if isinstance(persona, dict) else None
     screen = _screen_reply() if config.safety_screen and "unsafe_assistant" not in config.disabled else None
     seen: set[tuple[str, str]] = set()
     for i, turn in enumerate(turns):
@@ -282,6 +285,8 @@ def explain_dialogue(dialogue: Dialogue, config: GateConfig | None = None) -> li
             flag("narration", i, _evidence(hit, text))
         if hit := find_role_tag(text):
             flag("leaked_role_tag", i, _evidence(hit, text))
+        if turn.role == "child" and own_name and re.match(rf"{re.escape(own_name)}[，,、：:！!。 ]", text):
+            flag("speaker_confusion", i, _snippet(text))
         if hit := find_parent_roleplay(turn.role, text):
             flag("child_calls_parent" if turn.role == "child" else "parent_roleplay", i, _evidence(hit, text))
         if (turn.role, text) in seen:
