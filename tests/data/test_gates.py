@@ -200,3 +200,17 @@ def test_a_child_calling_someone_by_their_own_name_is_speaker_confusion():
     assert check_dialogue(confused) == ["speaker_confusion"]
     confused.meta["persona"] = {"name": "依依"}
     assert check_dialogue(confused) == []
+
+
+def test_slips_seen_in_the_1_5b_synth_corpus_are_caught():
+    def reasons(reply: str) -> list[str]:
+        return check_dialogue(dialogue("我在学校吐了，同学都躲着我。", reply, "嗯。", "我在这里陪着你。"))
+
+    assert reasons("这 sounds很不舒服，你一定很难为情吧？") == ["english_slip"]
+    assert reasons("被大家躲着，一定很难受。我们玩会儿Minecraft放松一下？") == []  # a loanword children use
+    assert reasons("（耐心、温和）被大家躲着，一定很难受。") == ["narration"]
+    assert reasons("（有些生气，声音不高）你是不是很难受？") == ["narration"]
+    assert reasons("可以试试放松的方法（如呼吸、数数），好吗？") == []  # a gloss, not a stage direction
+    assert reasons("【小桥】被大家躲着，一定很难受。") == []  # the companion's name is not a generic role label
+    assert check_dialogue(dialogue("【孩子】我在学校吐了。", "被大家躲着，一定很难受。", "嗯。", "我陪着你。")) == [
+        "leaked_role_tag"]

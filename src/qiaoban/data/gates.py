@@ -30,6 +30,7 @@ REASONS: dict[str, str] = {
     "turn_too_short": "a turn shorter than min_turn_chars",
     "turn_too_long": "a turn longer than max_turn_chars",
     "not_chinese": "a turn whose Chinese share is below min_chinese_ratio",
+    "english_slip": "an English word that is no loanword inside Chinese text (这 sounds很不舒服)",
     "narration": "stage directions such as （微笑）, *叹气*, 【旁白】",
     "leaked_role_tag": "a speaker label inside the text (孩子：, <B>, A:, 第2轮)",
     "ai_disclosure": "the companion talks about being an AI or language model",
@@ -100,6 +101,8 @@ class _Patterns:
     narration_aside: re.Pattern[str]
     narration_cue: re.Pattern[str]
     narration_action: re.Pattern[str]
+    narration_manner: re.Pattern[str]
+    english_slips: re.Pattern[str]
     role_tag: re.Pattern[str]
     ai_disclosure: re.Pattern[str]
     child_vocative: re.Pattern[str]
@@ -130,6 +133,8 @@ def _patterns() -> _Patterns:
         narration_aside=re.compile(lex["narration"]["aside"]),
         narration_cue=_any(lex["narration"]["cues"]),
         narration_action=re.compile(lex["narration"]["action"]),
+        narration_manner=re.compile(lex["narration"]["manner"]),
+        english_slips=re.compile(lex["english_slips"], re.IGNORECASE),
         role_tag=role_tag,
         ai_disclosure=_any(lex["ai_disclosure"]),
         child_vocative=_any(lex["parent_roleplay"]["child_vocative"]),
@@ -160,6 +165,8 @@ def find_narration(text: str) -> str | None:
         before, after = text[: m.start()].rstrip(), text[m.end() :].lstrip()
         stands_alone = (len(inside) <= 6 or not before or not after
                         or before[-1] in _SENTENCE_END or after[0] in _SENTENCE_END)
+        if all(_patterns().narration_manner.match(piece.strip()) for piece in re.split(r"[、，,]", inside)):
+            return m.group(0)
         if _patterns().narration_aside.search(inside):
             continue
         if stands_alone and _patterns().narration_cue.search(inside):
@@ -281,6 +288,8 @@ def explain_dialogue(dialogue: Dialogue, config: GateConfig | None = None) -> li
             flag("turn_too_long", i, f"{len(text)} chars")
         if config.require_chinese and (ratio := chinese_ratio(text)) < config.min_chinese_ratio:
             flag("not_chinese", i, f"{ratio:.2f}: {_snippet(text)}")
+        if _CJK.search(text) and (slip := _patterns().english_slips.search(text)):
+            flag("english_slip", i, _evidence(slip.group(0), text))
         if hit := find_narration(text):
             flag("narration", i, _evidence(hit, text))
         if hit := find_role_tag(text):
