@@ -53,7 +53,7 @@ class OptimConfig:
     scheduler: str = "cosine"
     gradient_checkpointing: bool = False
     logging_steps: int = 5
-    eval_steps: int = 0  # 0 = evaluate once per epoch
+    eval_steps: int = 0  # eval loss every N steps; 0 = only the held-out loss at the end (base and tuned)
     save_steps: int = 25
     save_total_limit: int = 2
     max_minutes: float | None = None  # stop (and save) after this much training time, e.g. on a shared CPU
