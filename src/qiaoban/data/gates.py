@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from qiaoban.data.dedup import normalize_text
 from qiaoban.dialogue import Dialogue, Turn, structure_problems
 
 # Every reason a gate can give, in report order, with what it means.
@@ -214,7 +215,7 @@ _CLAUSE_BREAK = re.compile(r"[，,。.！!？?、；;…~～\s]+")
 
 
 def _trigrams(text: str) -> set[str]:
-    text = _CLAUSE_BREAK.sub("", text)
+    text = normalize_text(text)  # the same text the near-duplicate index shingles
     return {text[i : i + 3] for i in range(len(text) - 2)}
 
 

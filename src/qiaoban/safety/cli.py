@@ -9,8 +9,10 @@ from typing import Annotated
 
 import typer
 
-from qiaoban.safety.bench import BenchFormatError
+from qiaoban.safety import classifier
+from qiaoban.safety.bench import BenchFormatError, cross_validate, run_bench
 from qiaoban.safety.classifier import BENIGN_WEIGHT, DEFAULT_EPOCHS, DEFAULT_PER_LABEL, DEFAULT_SEED
+from qiaoban.safety.detect import check as screen
 
 app = typer.Typer(
     help="""Child safety: screen what a child writes for crisis, abuse, bullying and other risks.
@@ -47,8 +49,6 @@ def check(
     explain: Annotated[bool, typer.Option(help="Also print what matched.")] = False,
 ) -> None:
     """Screen one message, or every line of a JSONL file; prints one JSON verdict per message."""
-    from qiaoban.safety import check as screen
-
     if (text is None) == (jsonl is None):
         _fail("give either a TEXT or --jsonl FILE")
     if text is not None:
@@ -90,8 +90,6 @@ def bench(
     show_errors: Annotated[bool, typer.Option("--errors", help="List missed risks and false positives.")] = False,
 ) -> None:
     """Recall per category, false-positive rate on benign messages, latency per message (ms)."""
-    from qiaoban.safety import run_bench
-
     if not file.is_file():
         _fail(f"no such file: {file}")
     try:
@@ -134,8 +132,6 @@ def crossval(
     the whole detector screens the held-out fold at several classifier thresholds. Use it to pick the threshold;
     measure the final model once on a test set nobody tuned on.
     """
-    from qiaoban.safety.bench import cross_validate
-
     try:
         report = cross_validate(file, folds=folds)
     except (OSError, BenchFormatError) as err:
@@ -160,8 +156,6 @@ def train(
 
       qiaoban safety train --examples tests/safety/data/redteam_dev.jsonl
     """
-    from qiaoban.safety import classifier
-
     rows = classifier.generate(seed=seed, per_label=per_label)
     generated = len(rows)
     sources = []
