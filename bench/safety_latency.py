@@ -3,8 +3,11 @@
 Data: every labelled red-team split under tests/safety/data (or the files given). Compared in one run, on the
 same messages with the same context:
 
-- ours:     `qiaoban.safety.check` (normalization, lexicon with negation/hyperbole/fiction/context handling,
-            character n-gram classifier, fusion);
+- ours:     `qiaoban.safety.check`, the fast layers (normalization, lexicon with negation/hyperbole/fiction/
+            context handling, character n-gram classifier);
+- +head:    the same with the LLM layer (the head on the default model's hidden states, asked only where it
+            can change the verdict), when that model is installed; timed once per message (--repeat does not
+            apply: it is the model's cost, not noise);
 - lexicon:  our pattern layer alone (no classifier), to show what the learned layer adds;
 - keywords: a plain substring filter over a list of alarming words (死, 自杀, 打我, 杀, ...), the kind of filter
             a chatbot without a safety part would bolt on; it sees the raw text only.
@@ -23,6 +26,7 @@ import time
 from pathlib import Path
 
 from qiaoban.safety import check, read_labelled
+from qiaoban.safety.head import available
 from qiaoban.safety.lexicon import scan
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "safety" / "data"
@@ -69,12 +73,16 @@ def main() -> None:
     print(f"{len(items)} messages from {', '.join(p.name for p in args.files)}")
     results = {name: measure(fn, items, args.repeat)
                for name, fn in (("keywords", keywords), ("lexicon", lexicon_only), ("ours", ours))}
+    if (head := available()) is not None:
+        results["+head"] = measure(lambda text, context: check(text, context, head=head).risk, items, 1)
     print(f"{'detector':<10} {'recall':>7} {'FPR':>7} {'p50 ms':>8} {'p95 ms':>8}")
     for name, r in results.items():
         print(f"{name:<10} {r['recall']:7.3f} {r['fpr']:7.3f} {r['p50']:8.3f} {r['p95']:8.3f}")
-    base, mine = results["keywords"], results["ours"]
-    print(f"ours/keywords: recall x{mine['recall'] / base['recall']:.2f}, "
-          f"FPR x{mine['fpr'] / base['fpr']:.2f}, p50 latency x{mine['p50'] / base['p50']:.1f}")
+    base = results["keywords"]
+    for name in ("ours", "+head")[: len(results) - 2]:
+        mine = results[name]
+        print(f"{name}/keywords: recall x{mine['recall'] / base['recall']:.2f}, "
+              f"FPR x{mine['fpr'] / base['fpr']:.2f}, p50 latency x{mine['p50'] / base['p50']:.1f}")
 
 
 if __name__ == "__main__":

@@ -50,11 +50,11 @@ def test_bench_rejects_a_bad_file_with_its_line(tmp_path):
 
 
 def test_check_prints_the_verdict_json():
-    result = runner.invoke(app, ["check", "我不想活了"])
+    result = runner.invoke(app, ["check", "我不想活了", "--no-head"])
     assert result.exit_code == 0
     assert json.loads(result.stdout) == {"risk": True, "category": "self_harm", "severity": "urgent",
                                          "score": json.loads(result.stdout)["score"]}
-    benign = json.loads(runner.invoke(app, ["check", "笑死我了"]).stdout)
+    benign = json.loads(runner.invoke(app, ["check", "笑死我了", "--no-head"]).stdout)
     assert benign["risk"] is False and benign["category"] is None
 
 
@@ -63,7 +63,7 @@ def test_check_jsonl_keeps_the_order_and_uses_context(tmp_path):
              {"text": "我已经决定了"}, {"text": "我爸用衣架打我"}]
     src = tmp_path / "in.jsonl"
     src.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n", "utf-8")
-    result = runner.invoke(app, ["check", "--jsonl", str(src)])
+    result = runner.invoke(app, ["check", "--jsonl", str(src), "--no-head"])
     assert result.exit_code == 0
     out = [json.loads(line) for line in result.stdout.splitlines()]
     assert [o["risk"] for o in out] == [False, True, False, True]
@@ -73,18 +73,31 @@ def test_check_jsonl_keeps_the_order_and_uses_context(tmp_path):
 def test_check_jsonl_names_the_malformed_line(tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "你好"}\n{"text": 不是json}\n', "utf-8")
-    result = runner.invoke(app, ["check", "--jsonl", str(src)])
+    result = runner.invoke(app, ["check", "--jsonl", str(src), "--no-head"])
     assert result.exit_code == 2
     assert "in.jsonl:2" in result.output and "Traceback" not in result.output
     assert result.stdout.strip() == ""  # nothing half-written
 
 
 def test_bench_command_prints_recall_fpr_and_latency():
-    result = runner.invoke(app, ["bench", str(DATA / "redteam_dev.jsonl")])
+    result = runner.invoke(app, ["bench", str(DATA / "redteam_dev.jsonl"), "--no-head"])
     assert result.exit_code == 0
     assert "recall" in result.stdout and "false-positive rate" in result.stdout and "latency" in result.stdout
-    report = json.loads(runner.invoke(app, ["bench", str(DATA / "redteam_dev.jsonl"), "--json"]).stdout)
-    assert set(report["per_category"]) >= {"self_harm", "sexual_abuse"}
+    report = json.loads(runner.invoke(app, ["bench", str(DATA / "redteam_dev.jsonl"), "--json", "--no-head"]).stdout)
+    assert set(report["per_category"]) >= {"self_harm", "sexual_abuse"} and not report["head"]
+
+
+@pytest.mark.slow
+def test_bench_and_check_use_the_head_with_the_default_model(tmp_path, default_model_path):
+    sample = tmp_path / "sample.jsonl"
+    sample.write_text("".join((DATA / "redteam_dev.jsonl").open(encoding="utf-8").readlines()[:60]), "utf-8")
+    report = json.loads(runner.invoke(app, ["bench", str(sample), "--json"]).stdout)
+    assert report["head"] and report["latency_ms"]["p50"] <= 5.0
+    assert 0 < report["head_asked"] < 60  # only where the head can change the verdict
+    assert report["latency_with_head_ms"]["max"] >= 50  # those were read by the model (~0.3 s each)
+    result = runner.invoke(app, ["check", "游戏里的叔叔说我跟他视频的事不能让我爸妈知道", "--explain"])
+    assert json.loads(result.stdout)["risk"] is True and any(m.startswith("head:") for m in
+                                                             json.loads(result.stdout)["matched"])
 
 
 def test_train_command_writes_a_model(tmp_path):

@@ -16,7 +16,7 @@ def test_generation_is_seeded_and_covers_every_label():
     rows = classifier.generate(seed=3, per_label=20)
     assert rows == classifier.generate(seed=3, per_label=20)
     assert rows != classifier.generate(seed=4, per_label=20)
-    labels = {label for _, label in rows}
+    labels = {label for _, label, _ in rows}
     assert "benign" in labels and len(labels) == 11
 
 
@@ -28,7 +28,7 @@ def test_training_is_reproducible_and_learns(tmp_path):
     classifier.save(first, tmp_path / "m.json", seed=1)
     model = classifier.load(str(tmp_path / "m.json"))
     assert json.loads((tmp_path / "m.json").read_text())["seed"] == 1
-    correct = sum(max((p := classifier.predict(text, model)), key=p.get) == label for text, label in rows)
+    correct = sum(max((p := classifier.predict(text, model)), key=p.get) == label for text, label, _ in rows)
     assert correct / len(rows) > 0.85  # a small model fit on a few hundred examples, scored on them
 
 
@@ -52,14 +52,25 @@ def test_packaged_model_is_exactly_what_train_rebuilds():
     assert rebuilt["weights"] == meta["weights"]
 
 
-def test_labelled_examples_join_training_without_their_context_items(tmp_path):
+def test_labelled_examples_join_training_with_their_context(tmp_path):
     path = tmp_path / "dev.jsonl"
     lines = [{"text": "我不想活了", "label": "risk", "category": "self_harm"},
              {"text": "他又来了", "label": "risk", "category": "sexual_abuse", "context": ["继父晚上进我房间"]},
              {"text": "笑死我了", "label": "benign", "category": None}]
     path.write_text("\n".join(json.dumps(line, ensure_ascii=False) for line in lines), encoding="utf-8")
     rows = classifier.labelled_rows(path, repeat=2)
-    assert rows == [("我不想活了", "self_harm")] * 2 + [("笑死我了", "benign")] * 2
+    assert rows == ([("我不想活了", "self_harm", ())] * 2 + [("他又来了", "sexual_abuse", ("继父晚上进我房间",))] * 2
+                    + [("笑死我了", "benign", ())] * 2)
+
+
+def test_the_same_words_read_differently_after_different_earlier_messages():
+    despair, plans = ("活着好累 不想再撑了",), ("社团招新 选哪个好呢",)
+    rows = [("我想好了", "self_harm", despair), ("我想好了", "benign", plans)] * 30
+    rows += [(text, "benign", ()) for text in ("今天吃了面条", "明天去上学", "作业写完了")] * 10
+    model = classifier.prepare(classifier.train(rows, epochs=200, min_count=1))
+    after_despair = classifier.predict("我想好了", model, context=["活着好累 不想再撑了"])
+    after_plans = classifier.predict("我想好了", model, context=["社团招新 选哪个好呢"])
+    assert after_despair["self_harm"] > 0.8 > 0.2 > after_plans["self_harm"]
 
 
 def test_cross_validation_screens_every_item_once_with_a_model_that_never_saw_it(tmp_path):

@@ -4,8 +4,9 @@
     check("我不想活了").to_json_dict()   # {"risk": True, "category": "self_harm", "severity": "urgent", ...}
     engine = ChatEngine(backend, guard=SafetyGuard())
 
-Layers: a pattern lexicon (lexicon.yaml) with negation, hyperbole and game/story handling, and a character
-n-gram classifier trained on data we generate ourselves (`qiaoban safety train`). The response policy
+Layers: a pattern lexicon (lexicon.yaml) with negation, hyperbole and game/story handling, a character
+n-gram classifier trained on data we generate and write ourselves (`qiaoban safety train`), and, when the default
+model is installed, a head on that model's hidden states (`qiaoban.safety.head`, `qiaoban safety train-head`). The response policy
 (taxonomy.yaml) gives vetted follow-ups and emergency templates; detections are stored as guardian events.
 """
 

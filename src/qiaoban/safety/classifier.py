@@ -8,6 +8,7 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,9 @@ from tqdm import tqdm
 from qiaoban.safety.lexicon import plain_text
 
 NGRAMS = (1, 2, 3)
+# The classifier reads the current message with this many of the child's earlier messages ("我想好了" after
+# "活着好累" is not "我想好了" after "选社团"); their character bigrams are features of their own.
+CONTEXT_TURNS = 2
 DEFAULT_SEED = 7
 DEFAULT_PER_LABEL = 400
 DEFAULT_EPOCHS = 300
@@ -37,13 +41,24 @@ def model_path() -> Path:
     return Path(str(resources.files("qiaoban.safety").joinpath("model.json")))
 
 
-def features(normalized: str) -> set[str]:
+# A training example: the message, its label ("benign" or a category) and the earlier messages.
+Row = tuple[str, str, tuple[str, ...]]
+
+
+def features(normalized: str, context: str = "") -> set[str]:
+    """N-grams of a `plain_text` message, plus "<"-marked bigrams of its `context_text`."""
     padded = f"^{normalized}$"
-    return {padded[i : i + n] for n in NGRAMS for i in range(len(padded) - n + 1)}
+    grams = {padded[i : i + n] for n in NGRAMS for i in range(len(padded) - n + 1)}
+    grams.update("<" + context[i : i + 2] for i in range(len(context) - 1))
+    return grams
 
 
-def generate(seed: int = DEFAULT_SEED, per_label: int = DEFAULT_PER_LABEL) -> list[tuple[str, str]]:
-    """(text, label) pairs filled from trainset.yaml's templates; the same seed gives the same list."""
+def context_text(context: Sequence[str]) -> str:
+    return "|".join(plain_text(message) for message in context[-CONTEXT_TURNS:]) if CONTEXT_TURNS else ""
+
+
+def generate(seed: int = DEFAULT_SEED, per_label: int = DEFAULT_PER_LABEL) -> list[Row]:
+    """Rows without context filled from trainset.yaml's templates; the same seed gives the same list."""
     spec = yaml.safe_load(resources.files("qiaoban.safety").joinpath("trainset.yaml").read_text("utf-8"))
     rng = random.Random(seed)
     slots: dict[str, list[str]] = spec["slots"]
@@ -60,34 +75,33 @@ def generate(seed: int = DEFAULT_SEED, per_label: int = DEFAULT_PER_LABEL) -> li
                 text = " ".join(text[i : i + rng.randint(2, 4)] for i in range(0, len(text), 3))
             if text not in seen:
                 seen.add(text)
-                rows.append((text, label))
+                rows.append((text, label, ()))
     return rows
 
 
-def labelled_rows(path: str | Path, repeat: int = EXAMPLE_REPEAT) -> list[tuple[str, str]]:
-    """(text, label) pairs from a labelled red-team JSONL file (the bench format); see `rows_from_items`."""
+def labelled_rows(path: str | Path, repeat: int = EXAMPLE_REPEAT) -> list[Row]:
+    """Rows from a labelled red-team JSONL file (the bench format); see `rows_from_items`."""
     from qiaoban.safety.bench import read_labelled  # bench imports the detector, which imports this module
 
     return rows_from_items(read_labelled(path), repeat)
 
 
-def rows_from_items(items: list[dict[str, Any]], repeat: int = EXAMPLE_REPEAT) -> list[tuple[str, str]]:
-    """Each labelled item `repeat` times: hand-written messages count for more than template fillings. Items
-    with context are left out: their text alone ("他又来了") is not risky, and the classifier sees one message."""
-    return [(item["text"], item["category"] if item["label"] == "risk" else "benign")
-            for item in items if not item.get("context") for _ in range(repeat)]
+def rows_from_items(items: list[dict[str, Any]], repeat: int = EXAMPLE_REPEAT) -> list[Row]:
+    """Each labelled item `repeat` times: hand-written messages count for more than template fillings."""
+    return [(item["text"], item["category"] if item["label"] == "risk" else "benign", tuple(item.get("context", ())))
+            for item in items for _ in range(repeat)]
 
 
 def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def train(rows: list[tuple[str, str]], epochs: int = DEFAULT_EPOCHS, l2: float = 1e-4, lr: float = 0.5,
+def train(rows: list[Row], epochs: int = DEFAULT_EPOCHS, l2: float = 1e-4, lr: float = 0.5,
           min_count: int = 3) -> dict[str, Any]:
     """Multinomial logistic regression on binary n-gram features: full-batch gradient descent from zeros, so
     the same rows give the same model."""
-    labels = sorted({label for _, label in rows})
-    grams = [features(plain_text(text)) for text, _ in rows]
+    labels = sorted({label for _, label, _ in rows})
+    grams = [features(plain_text(text), context_text(context)) for text, _, context in rows]
     counts: dict[str, int] = {}
     for g in grams:
         for f in g:
@@ -100,7 +114,7 @@ def train(rows: list[tuple[str, str]], epochs: int = DEFAULT_EPOCHS, l2: float =
     owner = np.repeat(np.arange(len(rows)), lengths)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     y = np.zeros((len(rows), len(labels)))
-    y[np.arange(len(rows)), [labels.index(label) for _, label in rows]] = 1.0
+    y[np.arange(len(rows)), [labels.index(label) for _, label, _ in rows]] = 1.0
     w = np.zeros((len(vocab), len(labels)))
     b = np.zeros(len(labels))
     for _ in tqdm(range(epochs), desc="training safety classifier", leave=False):
@@ -140,12 +154,14 @@ def prepare(model: dict[str, Any]) -> dict[str, Any]:
     return model
 
 
-def predict(text: str, model: dict[str, Any] | None = None, prepared: bool = False) -> dict[str, float]:
-    """Probability per label ("benign" and each category); `prepared` when `text` is already `plain_text`."""
+def predict(text: str, model: dict[str, Any] | None = None, context: Sequence[str] = (),
+            prepared: bool = False) -> dict[str, float]:
+    """Probability per label ("benign" and each category) of `text` after the earlier messages `context`;
+    `prepared` when `text` is already `plain_text`."""
     model = model if model is not None else load()
     table = model["_weights"]
     z = model["_bias"].copy()
-    for f in features(text if prepared else plain_text(text)):
+    for f in features(text if prepared else plain_text(text), context_text(context)):
         if (w := table.get(f)) is not None:
             z += w
     p = _softmax(z)

@@ -1,4 +1,4 @@
-"""`qiaoban safety`: screen messages, measure the detector, rebuild the classifier."""
+"""`qiaoban safety`: screen messages, measure the detector, rebuild the classifier and the head."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 
-from qiaoban.safety import classifier
-from qiaoban.safety.bench import BenchFormatError, cross_validate, run_bench
+from qiaoban.models import DEFAULT_MODEL, ModelError
+from qiaoban.safety import classifier, head
+from qiaoban.safety.bench import BenchFormatError, cross_validate, read_labelled, run_bench
 from qiaoban.safety.classifier import BENIGN_WEIGHT, DEFAULT_EPOCHS, DEFAULT_PER_LABEL, DEFAULT_SEED
 from qiaoban.safety.detect import check as screen
 
@@ -28,6 +30,9 @@ qiaoban safety bench tests/safety/data/redteam_test.jsonl
 
 Rebuild the classifier from the packaged templates and the dev red-team set (same inputs, same file):
 qiaoban safety train --examples tests/safety/data/redteam_dev.jsonl
+
+Rebuild the LLM layer, a head on the default model's hidden states (used when that model is installed):
+qiaoban safety train-head --examples tests/safety/data/redteam_dev.jsonl
 """,
     no_args_is_help=True,
     add_completion=False,
@@ -40,6 +45,18 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+UseHead = Annotated[bool, typer.Option(
+    "--head/--no-head", help="Add the LLM layer (a head on the default model's hidden states, ~0.3 s on the "
+    "messages where it can change the verdict) when that model is installed; --no-head: the fast layers alone.")]
+
+
+def _head(use: bool) -> head.Head | None:
+    found = head.available() if use else None
+    if use and found is None:
+        typer.echo("note: the default model is not installed; screening with the fast layers alone", err=True)
+    return found
+
+
 @app.command()
 def check(
     text: Annotated[str | None, typer.Argument(help="The child's message.")] = None,
@@ -47,12 +64,14 @@ def check(
                                                       help="An earlier child message (repeat, oldest first).")] = None,
     jsonl: Annotated[Path | None, typer.Option(help="Read {\"text\", \"context\"?} per line; '-' for stdin.")] = None,
     explain: Annotated[bool, typer.Option(help="Also print what matched.")] = False,
+    use_head: UseHead = True,
 ) -> None:
     """Screen one message, or every line of a JSONL file; prints one JSON verdict per message."""
     if (text is None) == (jsonl is None):
         _fail("give either a TEXT or --jsonl FILE")
+    llm_head = _head(use_head)
     if text is not None:
-        verdict = screen(text, context or [])
+        verdict = screen(text, context or [], head=llm_head)
         out = verdict.to_json_dict() | ({"matched": verdict.matched} if explain else {})
         typer.echo(json.dumps(out, ensure_ascii=False))
         return
@@ -78,7 +97,7 @@ def check(
             _fail(f"{jsonl}:{number}: \"context\" must be a list of strings")
         items.append((item["text"], ctx))
     for message, ctx in items:
-        verdict = screen(message, ctx)
+        verdict = screen(message, ctx, head=llm_head)
         out = verdict.to_json_dict() | ({"matched": verdict.matched} if explain else {})
         typer.echo(json.dumps(out, ensure_ascii=False))
 
@@ -88,12 +107,14 @@ def bench(
     file: Annotated[Path, typer.Argument(help="Labelled JSONL: {\"text\", \"label\": \"risk\"|\"benign\", \"category\", \"context\"?}.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON.")] = False,
     show_errors: Annotated[bool, typer.Option("--errors", help="List missed risks and false positives.")] = False,
+    use_head: UseHead = True,
 ) -> None:
-    """Recall per category, false-positive rate on benign messages, latency per message (ms)."""
+    """Recall per category, false-positive rate on benign messages, latency per message (ms): of the fast
+    layers, and of the whole detector when the head is on."""
     if not file.is_file():
         _fail(f"no such file: {file}")
     try:
-        report = run_bench(file)
+        report = run_bench(file, head=_head(use_head))
     except BenchFormatError as err:
         _fail(str(err))
     if as_json:
@@ -112,8 +133,11 @@ def bench(
     fpr = report["false_positive_rate"]
     console.print(f"risky {report['n_risk']}  recall {recall:.3f}" if recall is not None else "no risky items")
     console.print(f"benign {report['n_benign']}  false-positive rate {fpr:.3f}" if fpr is not None else "no benign items")
-    console.print(f"latency per message: p50 {lat['p50']:.3f} ms  p95 {lat['p95']:.3f} ms  "
+    console.print(f"latency per message, fast layers: p50 {lat['p50']:.3f} ms  p95 {lat['p95']:.3f} ms  "
                   f"mean {lat['mean']:.3f} ms  max {lat['max']:.3f} ms")
+    if lat := report.get("latency_with_head_ms"):
+        console.print(f"latency per message, with the head (asked for {report['head_asked']} of {report['n']}): "
+                      f"p50 {lat['p50']:.1f} ms  p95 {lat['p95']:.1f} ms  mean {lat['mean']:.1f} ms  max {lat['max']:.1f} ms")
     if show_errors:
         for text in report["misses"]:
             console.print(f"missed: {text}", markup=False)
@@ -121,10 +145,46 @@ def bench(
             console.print(f"false positive: {text}", markup=False)
 
 
+@app.command("train-head")
+def train_head(
+    examples: Annotated[list[Path], typer.Option(
+        "--examples", help="Labelled JSONL (the bench format) to train on; repeatable. Never a test set.")],
+    out: Annotated[Path | None, typer.Option(help="Where to write the head (default: the packaged head.json).")] = None,
+    model: Annotated[str, typer.Option(help="Known model whose hidden states the head reads.")] = DEFAULT_MODEL,
+) -> None:
+    """Rebuild the LLM layer: embed every message with the model (cached under QIAOBAN_HOME/cache, so a
+    retrain embeds only new messages; ~0.3 s each on 2 cores) and fit the logistic head.
+
+    The packaged head was built from the repository root with:
+
+      qiaoban safety train-head --examples tests/safety/data/redteam_dev.jsonl
+    """
+    items, sources = [], []
+    for path in examples:
+        try:
+            items += read_labelled(path)
+        except (OSError, BenchFormatError) as err:
+            _fail(str(err))
+        sources.append({"path": path.as_posix(), "sha256": classifier.file_digest(path)})
+    try:
+        vectors = head.embed_all([head.embedding_input(item["text"], item.get("context", [])) for item in items], model)
+    except ModelError as err:
+        _fail(str(err))
+    risky = np.array([item["label"] == "risk" for item in items])
+    params = head.fit(vectors, risky)
+    path = out or head.head_path()
+    head.save(params, path, model=model, l2=head.L2, epochs=head.EPOCHS, examples=sources)
+    train_acc = float(((head.probability(params, vectors) >= 0.5) == risky).mean())
+    typer.echo(f"head on {len(items)} messages ({int(risky.sum())} risky), {vectors.shape[1]}-dim hidden states "
+               f"of {model}, training accuracy {train_acc:.3f} -> {path}")
+
+
 @app.command()
 def crossval(
     file: Annotated[Path, typer.Argument(help="Labelled dev JSONL (the bench format).")],
     folds: Annotated[int, typer.Option(help="Folds: each is screened by a classifier trained without it.")] = 5,
+    with_head: Annotated[bool, typer.Option(
+        "--head", help="Also train the LLM head per fold (embeds FILE with the default model, cached).")] = False,
 ) -> None:
     """Estimate recall and false positives on unseen phrasing before trusting a dev set's own numbers.
 
@@ -133,8 +193,12 @@ def crossval(
     measure the final model once on a test set nobody tuned on.
     """
     try:
-        report = cross_validate(file, folds=folds)
-    except (OSError, BenchFormatError) as err:
+        embed = None
+        if with_head:
+            texts = [head.embedding_input(item["text"], item.get("context", [])) for item in read_labelled(file)]
+            embed = dict(zip(texts, head.embed_all(texts, DEFAULT_MODEL), strict=True)).__getitem__
+        report = cross_validate(file, folds=folds, embed=embed)
+    except (OSError, BenchFormatError, ModelError) as err:
         _fail(str(err))
     typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
 
@@ -167,8 +231,9 @@ def train(
         sources.append({"path": path.as_posix(), "sha256": classifier.file_digest(path)})
     if dump_data:
         with open(dump_data, "w", encoding="utf-8") as handle:
-            for text, label in rows:
-                handle.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
+            for text, label, context in rows:
+                row = {"text": text, "label": label, "context": list(context)}
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     model = classifier.train(rows, epochs=epochs)
     path = out or classifier.model_path()
     classifier.save(model, path, seed=seed, per_label=per_label, epochs=epochs, examples=sources)

@@ -1,19 +1,25 @@
-"""Screen a child's message in context: the pattern layer and the learned classifier, fused into one verdict."""
+"""Screen a child's message in context: the pattern layer, the n-gram classifier and (when the default model is
+installed) the head on the model's hidden states, fused into one verdict."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qiaoban.safety import classifier
 from qiaoban.safety.lexicon import SEVERITIES, Hit, abuser_of, context_cue, neutralized, scan
 from qiaoban.safety.policy import categories, respond
 
+if TYPE_CHECKING:
+    from qiaoban.safety.head import Head
+
 # Pattern-layer confidence per severity; the classifier can only raise it.
 LEXICON_SCORE = {"concern": 0.7, "urgent": 0.85, "emergency": 0.97}
 # The classifier alone flags a message above this probability of risk (chosen on the dev red-team split).
 CLASSIFIER_THRESHOLD = 0.6
+# With the head: the mean of the classifier's and the head's probabilities must reach this (chosen the same way).
+FUSED_THRESHOLD = 0.6
 ABUSE = ("physical_abuse", "sexual_abuse")
 
 
@@ -28,6 +34,7 @@ class Verdict:
     followup: str = ""  # a vetted line appended to the model's reply (risk, not emergency)
     matched: list[str] = field(default_factory=list)  # why: "layer:category:severity:phrase"
     abuser: str | None = None  # who hurt the child, when named ("爸爸", "老师"): never send the child back
+    head_score: float | None = None  # the LLM head's probability of risk, when it was asked
 
     def to_json_dict(self) -> dict[str, Any]:
         return {"risk": self.risk, "category": self.category, "severity": self.severity,
@@ -40,18 +47,21 @@ def _rank(hit: Hit) -> tuple[int, int]:
 
 
 def check(text: str, context: Sequence[str] = (), *, model: dict[str, Any] | None = None,
-          threshold: float = CLASSIFIER_THRESHOLD) -> Verdict:
-    """Screen `text`; `context` holds the child's previous messages, oldest first. `model` and `threshold`
-    replace the packaged classifier and its threshold (for cross-validation)."""
+          threshold: float = CLASSIFIER_THRESHOLD, head: Head | None = None,
+          fused_threshold: float = FUSED_THRESHOLD) -> Verdict:
+    """Screen `text`; `context` holds the child's previous messages, oldest first. `head` adds the LLM layer
+    (`qiaoban.safety.head.available()`); `model` and the thresholds replace the packaged classifier and its
+    thresholds (for cross-validation)."""
     found = scan(text)
     hits = [h for h in found if not h.negated]
     earlier = [h for message in context for h in scan(message) if not h.negated]
     if earlier and (cue := context_cue(text, {h.category for h in earlier})):
         hits.append(cue)
     matched = [f"lexicon:{h.category}:{h.severity}:{h.phrase}" for h in hits]
-    probs = classifier.predict(text, model)
+    probs = classifier.predict(text, model, context)
     risk_prob = 1.0 - probs["benign"]
     top_class = max((c for c in probs if c != "benign"), key=probs.__getitem__)
+    head_prob = None
 
     if hits:
         top = max(hits, key=_rank)
@@ -60,13 +70,22 @@ def check(text: str, context: Sequence[str] = (), *, model: dict[str, Any] | Non
         if category == "bullying" and earlier_abuse:  # "他又打我了" after the child said who "he" is
             category = earlier_abuse[-1]
         score = max(LEXICON_SCORE[severity], risk_prob)
-    elif risk_prob >= threshold and not neutralized(text, found):
-        category = top_class
-        severity = "concern"
-        score = risk_prob
-        matched.append(f"classifier:{category}:{probs[category]:.2f}")
-    else:
+    elif neutralized(text, found, top_class, has_context=bool(context)):
         return Verdict(risk=False, score=risk_prob)
+    else:
+        category, severity, score = top_class, "concern", risk_prob
+        if head is not None:
+            # The mean cannot reach the threshold below 2t-1, so the head is asked only above it.
+            if risk_prob < 2 * fused_threshold - 1:
+                return Verdict(risk=False, score=risk_prob)
+            head_prob = head.score(text, context)
+            score = (risk_prob + head_prob) / 2
+            if score < fused_threshold:
+                return Verdict(risk=False, score=score, head_score=head_prob)
+            matched.append(f"head:{head_prob:.2f}")
+        elif risk_prob < threshold:
+            return Verdict(risk=False, score=risk_prob)
+        matched.append(f"classifier:{category}:{probs[category]:.2f}")
 
     abuse_phrases = [h.phrase for h in hits if h.category in ABUSE] + [
         h.phrase for h in earlier if h.category in ABUSE]
@@ -76,4 +95,5 @@ def check(text: str, context: Sequence[str] = (), *, model: dict[str, Any] | Non
         risk=True, category=category, severity=severity, score=score,
         template_reply=response.template, guidance=response.guidance, followup=response.followup,
         matched=matched, abuser=who[1] if who else None,
+        head_score=head_prob,
     )

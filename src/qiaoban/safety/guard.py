@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, cached_property
 
 from qiaoban.safety.detect import Verdict, check
+from qiaoban.safety.head import Head, available
 from qiaoban.safety.policy import replacement
 from qiaoban.safety.text import lexicon, normalize
 
@@ -45,10 +46,18 @@ def screen_reply(text: str) -> list[str]:
 
 
 class SafetyGuard:
-    """The chat engine's guard (`qiaoban.chat.engine.Guard`)."""
+    """The chat engine's guard (`qiaoban.chat.engine.Guard`). `use_head`: add the LLM layer when the default
+    model is installed (loaded on the first message)."""
+
+    def __init__(self, use_head: bool = True):
+        self.use_head = use_head
+
+    @cached_property
+    def head(self) -> Head | None:
+        return available() if self.use_head else None
 
     def check_input(self, text: str, context: Sequence[str] = ()) -> Verdict:
-        return check(text, context)
+        return check(text, context, head=self.head)
 
     def check_output(self, reply: str, verdict: Verdict | None) -> str | None:
         """None when the reply so far is fine; else the safe text to show instead of the rest."""

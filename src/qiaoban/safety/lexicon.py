@@ -10,8 +10,8 @@ from functools import cache
 from qiaoban.safety.text import lexicon, normalize
 
 SEVERITIES = ("concern", "urgent", "emergency")
-# Categories whose words also fill games, stories and history lessons ("我把boss杀了", "秦始皇杀了很多人").
-FICTION_SENSITIVE = ("self_harm", "physical_abuse", "violence", "running_away", "bullying")
+# Categories whose words also fill games, stories, news and history lessons ("我把boss杀了", "秦始皇杀了很多人").
+FICTION_SENSITIVE = ("self_harm", "physical_abuse", "violence", "running_away", "bullying", "dangerous_challenge")
 # Categories whose patterns name who did what to whom, so a negator on the verb inside the match cancels it.
 INNER_NEGATION = ("physical_abuse", "sexual_abuse", "bullying", "violence")
 _SENTENCE = re.compile(r"[^。！？…]+[。！？…]*")
@@ -105,15 +105,18 @@ def plain_text(text: str) -> str:
     return rules().hyperbole.sub("", normalize(text))
 
 
-def neutralized(text: str, hits: list[Hit]) -> bool:
-    """The message negates a risk, means nothing without context, exaggerates, or is about a game, a story, a
-    lesson or a joke: the classifier alone must not flag it."""
+def neutralized(text: str, hits: list[Hit], category: str, has_context: bool = False) -> bool:
+    """The message negates a risk, means nothing without context (and has none), exaggerates, is a lesson or a
+    joke, or sets a game or a story around a `category` that games and stories are full of: the learned layers
+    alone must not flag it. (A game does not neutralize grooming: "游戏里的叔叔让我别告诉爸妈".)"""
     r = rules()
     norm = normalize(text)
     plain = r.hyperbole.sub("", norm)
-    if any(h.negated for h in hits) or r.needs_context.search(plain) or r.hyperbole.search(norm):
+    if any(h.negated for h in hits) or (r.needs_context.search(plain) and not has_context) \
+            or r.hyperbole.search(norm):
         return True  # exaggeration ("笑死", "累死了") sets a playful register the classifier cannot read
-    return bool(r.fiction.search(plain) and not r.real.search(plain)) or _lesson_or_joke(plain, r)
+    fiction = category in FICTION_SENSITIVE and r.fiction.search(plain) and not r.real.search(plain)
+    return bool(fiction) or _lesson_or_joke(plain, r)
 
 
 def _lesson_or_joke(plain: str, r: _Rules) -> bool:

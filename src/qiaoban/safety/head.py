@@ -1,0 +1,140 @@
+"""The LLM layer: a logistic head on the default chat model's own hidden states.
+
+llama.cpp mean-pools the 1.5B's last hidden layer over the message (after the child's earlier messages), and a
+logistic regression trained on our labelled red-team messages reads that vector. It reads meaning that the
+character n-grams cannot ("暑假作业不用写了 我应该用不上了"). One message costs ~0.3 s on a 2-core CPU, so
+`detect.check` asks it only where its vote can change the verdict. `qiaoban safety train-head` rebuilds
+head.json from the same files; embeddings are cached by text, so a retrain only embeds new messages.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from qiaoban.config import home
+
+EMBED_CONTEXT = 3  # earlier messages put before the current one
+L2 = 1e-2
+EPOCHS = 400
+LEARNING_RATE = 0.5
+
+
+def head_path() -> Path:
+    return Path(str(resources.files("qiaoban.safety").joinpath("head.json")))
+
+
+def embedding_input(text: str, context: Sequence[str] = ()) -> str:
+    earlier = list(context)[-EMBED_CONTEXT:]
+    return ("之前：" + " / ".join(earlier) + "\n现在：" if earlier else "") + text
+
+
+class Embedder:
+    """Mean-pooled hidden states of a GGUF model, one vector per text (thread-safe)."""
+
+    def __init__(self, model_path: str | Path, n_threads: int | None = None):
+        import llama_cpp
+
+        from qiaoban.backends.llama_cpp import quiet_stderr
+        from qiaoban.config import default_threads
+
+        threads = n_threads or default_threads()
+        with quiet_stderr():
+            self.llm = llama_cpp.Llama(model_path=str(model_path), embedding=True, n_ctx=512, n_threads=threads,
+                                       n_threads_batch=threads, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                                       verbose=False)
+        self._lock = threading.Lock()
+        atexit.register(self.llm.close)  # free it before interpreter teardown, which llama-cpp-python trips on
+
+    def __call__(self, text: str) -> np.ndarray:
+        with self._lock:
+            return np.asarray(self.llm.embed(text, truncate=True), dtype=np.float32)
+
+
+def embed_all(texts: list[str], model: str) -> np.ndarray:
+    """Vectors of `texts` from the known `model`, through an .npz cache (QIAOBAN_HOME/cache) keyed by each
+    text's sha1: only texts never seen are embedded, and the model is loaded only for them."""
+    from qiaoban.models import ensure_model
+
+    cache_file = home() / "cache" / f"safety-embeddings-{model}.npz"
+    keys = [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
+    cached: dict[str, np.ndarray] = {}
+    if cache_file.is_file():
+        with np.load(cache_file) as stored:
+            cached = {k: stored[k] for k in stored.files}
+    missing = [i for i, k in enumerate(keys) if k not in cached]
+    if missing:
+        embedder = Embedder(ensure_model(model))
+        for i in tqdm(missing, desc="embedding messages"):
+            cached[keys[i]] = embedder(texts[i])
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache_file, **cached)
+    return np.stack([cached[k] for k in keys])
+
+
+def fit(x: np.ndarray, risky: np.ndarray, l2: float = L2, epochs: int = EPOCHS,
+        lr: float = LEARNING_RATE) -> dict[str, Any]:
+    """Binary logistic regression on standardized vectors, full-batch gradient descent from zeros."""
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
+    z = (x - mean) / std
+    y = risky.astype(np.float64)
+    w, b = np.zeros(z.shape[1]), 0.0
+    for _ in range(epochs):
+        grad = (1.0 / (1.0 + np.exp(-(z @ w + b))) - y) / len(y)
+        w -= lr * (z.T @ grad + l2 * w)
+        b -= lr * float(grad.sum())
+    return {"mean": mean.tolist(), "std": std.tolist(), "weights": w.tolist(), "bias": b}
+
+
+def probability(params: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    z = (x - np.asarray(params["mean"])) / np.asarray(params["std"])
+    return 1.0 / (1.0 + np.exp(-(z @ np.asarray(params["weights"]) + params["bias"])))
+
+
+def save(params: dict[str, Any], path: str | Path, **meta: Any) -> None:
+    rounded = {k: [float(f"{v:.6g}") for v in params[k]] for k in ("mean", "std", "weights")}
+    Path(path).write_text(json.dumps({**meta, **rounded, "bias": params["bias"]}) + "\n", encoding="utf-8")
+
+
+@dataclass
+class Head:
+    params: dict[str, Any]
+    embed: Callable[[str], np.ndarray]  # an Embedder on the model the head was trained on
+
+    def score(self, text: str, context: Sequence[str] = ()) -> float:
+        """Probability that the message is risky, as the head reads the model's hidden states."""
+        return float(probability(self.params, self.embed(embedding_input(text, context))[None, :])[0])
+
+
+@cache
+def load(path: str | None = None) -> Head:
+    """The head and an embedder on the model it was trained on; ModelError or FileNotFoundError if either
+    is missing."""
+    from qiaoban.models import ensure_model
+
+    file = Path(path) if path else head_path()
+    if not file.is_file():
+        raise FileNotFoundError(f"safety head not found at {file}; build it with `qiaoban safety train-head`")
+    params = json.loads(file.read_text("utf-8"))
+    return Head(params, Embedder(ensure_model(params["model"])))
+
+
+def available() -> Head | None:
+    """The packaged head, or None when its model is not installed (the fast layers then decide alone)."""
+    from qiaoban.models import ModelError
+
+    try:
+        return load()
+    except (ModelError, FileNotFoundError):
+        return None
