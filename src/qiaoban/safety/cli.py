@@ -173,7 +173,7 @@ def train_head(
     risky = np.array([item["label"] == "risk" for item in items])
     params = head.fit(vectors, risky)
     path = out or head.head_path()
-    head.save(params, path, model=model, l2=head.L2, epochs=head.EPOCHS, examples=sources)
+    head.save(params, path, model=model, l2=head.L2, examples=sources)
     train_acc = float(((head.probability(params, vectors) >= 0.5) == risky).mean())
     typer.echo(f"head on {len(items)} messages ({int(risky.sum())} risky), {vectors.shape[1]}-dim hidden states "
                f"of {model}, training accuracy {train_acc:.3f} -> {path}")

@@ -20,6 +20,8 @@ LEXICON_SCORE = {"concern": 0.7, "urgent": 0.85, "emergency": 0.97}
 CLASSIFIER_THRESHOLD = 0.6
 # With the head: the mean of the classifier's and the head's probabilities must reach this (chosen the same way).
 FUSED_THRESHOLD = 0.6
+# What the learned layers need on a message the pattern layer reads as hyperbole, a game or a story.
+NEUTRALIZED_BAR = 0.8
 ABUSE = ("physical_abuse", "sexual_abuse")
 
 
@@ -70,20 +72,21 @@ def check(text: str, context: Sequence[str] = (), *, model: dict[str, Any] | Non
         if category == "bullying" and earlier_abuse:  # "他又打我了" after the child said who "he" is
             category = earlier_abuse[-1]
         score = max(LEXICON_SCORE[severity], risk_prob)
-    elif neutralized(text, found, top_class, has_context=bool(context)):
-        return Verdict(risk=False, score=risk_prob)
     else:
         category, severity, score = top_class, "concern", risk_prob
+        bar = fused_threshold if head is not None else threshold
+        if neutralized(text, found, top_class, has_context=bool(context)):
+            bar = max(bar, NEUTRALIZED_BAR)  # hyperbole, a game, a story: a higher bar, not a veto
         if head is not None:
-            # The mean cannot reach the threshold below 2t-1, so the head is asked only above it.
-            if risk_prob < 2 * fused_threshold - 1:
+            # The mean cannot reach the bar below 2*bar-1, so the head is asked only above it.
+            if risk_prob < 2 * bar - 1:
                 return Verdict(risk=False, score=risk_prob)
             head_prob = head.score(text, context)
             score = (risk_prob + head_prob) / 2
-            if score < fused_threshold:
+            if score < bar:
                 return Verdict(risk=False, score=score, head_score=head_prob)
             matched.append(f"head:{head_prob:.2f}")
-        elif risk_prob < threshold:
+        elif risk_prob < bar:
             return Verdict(risk=False, score=risk_prob)
         matched.append(f"classifier:{category}:{probs[category]:.2f}")
 

@@ -26,9 +26,8 @@ from tqdm import tqdm
 from qiaoban.config import home
 
 EMBED_CONTEXT = 3  # earlier messages put before the current one
-L2 = 1e-2
-EPOCHS = 400
-LEARNING_RATE = 0.5
+L2 = 0.03  # chosen by 5-fold cross-validation on the dev red-team set (0.01 and 0.1 read slightly worse)
+NEWTON_STEPS = 30
 
 
 def head_path() -> Path:
@@ -83,18 +82,24 @@ def embed_all(texts: list[str], model: str) -> np.ndarray:
     return np.stack([cached[k] for k in keys])
 
 
-def fit(x: np.ndarray, risky: np.ndarray, l2: float = L2, epochs: int = EPOCHS,
-        lr: float = LEARNING_RATE) -> dict[str, Any]:
-    """Binary logistic regression on standardized vectors, full-batch gradient descent from zeros."""
+def fit(x: np.ndarray, risky: np.ndarray, l2: float = L2, max_steps: int = NEWTON_STEPS) -> dict[str, Any]:
+    """L2-regularized binary logistic regression on standardized vectors, solved by Newton's method (a few
+    exact steps; gradient descent stopped far from the optimum and read the hidden states worse)."""
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
-    z = (x - mean) / std
+    z = np.hstack([(x - mean) / std, np.ones((len(x), 1))])  # the last column carries the bias
     y = risky.astype(np.float64)
-    w, b = np.zeros(z.shape[1]), 0.0
-    for _ in range(epochs):
-        grad = (1.0 / (1.0 + np.exp(-(z @ w + b))) - y) / len(y)
-        w -= lr * (z.T @ grad + l2 * w)
-        b -= lr * float(grad.sum())
-    return {"mean": mean.tolist(), "std": std.tolist(), "weights": w.tolist(), "bias": b}
+    penalty = np.full(z.shape[1], l2)
+    penalty[-1] = 1e-9  # the bias is not shrunk
+    w = np.zeros(z.shape[1])
+    for _ in range(max_steps):
+        p = 1.0 / (1.0 + np.exp(-(z @ w)))
+        gradient = z.T @ (p - y) / len(y) + penalty * w
+        hessian = (z * (p * (1 - p))[:, None]).T @ z / len(y) + np.diag(penalty)
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.abs(step).max() < 1e-6:
+            break
+    return {"mean": mean.tolist(), "std": std.tolist(), "weights": w[:-1].tolist(), "bias": float(w[-1])}
 
 
 def probability(params: dict[str, Any], x: np.ndarray) -> np.ndarray:

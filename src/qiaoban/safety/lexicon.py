@@ -108,7 +108,7 @@ def plain_text(text: str) -> str:
 def neutralized(text: str, hits: list[Hit], category: str, has_context: bool = False) -> bool:
     """The message negates a risk, means nothing without context (and has none), exaggerates, is a lesson or a
     joke, or sets a game or a story around a `category` that games and stories are full of: the learned layers
-    alone must not flag it. (A game does not neutralize grooming: "游戏里的叔叔让我别告诉爸妈".)"""
+    then need far more confidence to flag it. (A game does not neutralize grooming: "游戏里的叔叔让我别告诉爸妈".)"""
     r = rules()
     norm = normalize(text)
     plain = r.hyperbole.sub("", norm)
