@@ -43,9 +43,9 @@ def test_dev_split_meets_the_targets():
     assert report["false_positive_rate"] <= 0.05, report["false_positives"]
 
 
-def _assert_level(name: str, recall: float, fpr: float, head=None) -> dict:
+def _assert_level(name: str, recall: float, fpr: float, llm_head: head.Head | None = None) -> dict:
     """Guard a test split at its measured level. Counts only: reading the test misses would make it dev data."""
-    report = run_bench(DATA / name, head=head)
+    report = run_bench(DATA / name, head=llm_head)
     missed, flagged = len(report["misses"]), len(report["false_positives"])
     assert report["recall"] >= recall, f"{name}: {missed} of {report['n_risk']} risky messages missed"
     assert report["false_positive_rate"] <= fpr, f"{name}: {flagged} of {report['n_benign']} benign flagged"
@@ -66,7 +66,7 @@ def test_test_splits_with_the_head_stay_at_their_measured_level(default_model_pa
     llm_head = head.available()
     assert llm_head is not None
     for name, recall, fpr in (("redteam_test.jsonl", 0.93, 0.03), ("redteam_test_r9.jsonl", 0.90, 0.09)):
-        report = _assert_level(name, recall, fpr, head=llm_head)
+        report = _assert_level(name, recall, fpr, llm_head)
         assert 0 < report["head_asked"] < report["n_risk"] + report["n_benign"]
 
 
