@@ -115,3 +115,15 @@ def test_long_reply_stops_at_the_first_sentence_end_past_the_limit():
 def test_reply_stopped_inside_a_quotation_closes_it():
     backend = ScriptedBackend(["你可以对自己说：“我很勇敢。我可以的。”然后深呼吸。"], piece=2)
     assert ChatEngine(backend, max_reply_chars=10).reply("我害怕").text == "你可以对自己说：“我很勇敢。”"
+
+
+def test_a_sentence_restating_the_childs_message_is_not_shown():
+    # What the 1.5B once answered a child's disclosure: her own words back, as if they were its own.
+    backend = ScriptedBackend(["“爸爸，我爸爸昨天又用皮带打我了。听起来你很委屈。”"], piece=2)
+    guard = FakeGuard(FakeVerdict(risk=True, category="physical_abuse", severity="urgent", followup="这不是你的错。"))
+    engine = ChatEngine(backend, guard=guard)
+    stream = engine.stream("我爸爸昨天又用皮带打我了")
+    pieces = list(stream)
+    assert "".join(pieces) == stream.reply.text == "听起来你很委屈。这不是你的错。"
+    assert pieces[0] == "听起来你很委屈。"  # released a sentence at a time, after the check
+    assert ChatEngine(ScriptedBackend(["我我我我我。"])).reply("我我我我我").text  # all dropped: the fallback

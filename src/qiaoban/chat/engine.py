@@ -7,8 +7,9 @@ streaming, and the safety guard on both sides of the model.
 
 Each turn: the guard screens the child's message (with recent context); an emergency is answered from a vetted
 template without the model; any other risk adds guidance to the system prompt and a vetted follow-up (trusted
-adult, help line) to the reply. The model's text is released clause by clause, and the output guard checks
-every clause before it is shown; a harmful continuation is stopped and replaced.
+adult, help line) to the reply. The output guard checks the model's text at every clause, before any of it is
+shown; a harmful continuation is stopped and replaced. Text is shown a sentence at a time, and a sentence that
+says the child's own words back in her first person ("我爸爸又打我了。") is left out.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ import yaml
 
 from qiaoban.backends.base import Backend, ChatResult, GenerationConfig
 from qiaoban.chat.history import build_messages, trim_history
-from qiaoban.chat.style import CLAUSE_END, SENTENCE_END, ClauseStream
+from qiaoban.chat.style import (
+    CLAUSE_END,
+    SENTENCE_END,
+    ClauseStream,
+    restates,
+    split_sentences,
+    unmatched_closers_removed,
+)
 from qiaoban.dialogue import Dialogue, Turn, content_id
 
 # How many earlier child messages the safety screen sees ("我已经决定了" after earlier despair).
@@ -31,6 +39,8 @@ SAFETY_CONTEXT_TURNS = 4
 MAX_MESSAGE_CHARS = 2000
 # Generation stops at the first sentence end past this many characters.
 DEFAULT_REPLY_CHARS = 60
+# The most of an unfinished sentence held back while the engine waits to see whether it parrots the child.
+HELD_CHARS = 40
 
 
 @cache
@@ -146,14 +156,14 @@ class ChatEngine:
                 reply = Reply(verdict.template_reply, verdict=verdict)
                 yield reply.text
             else:
-                reply = yield from self._generate(verdict)
+                reply = yield from self._generate(text, verdict)
         except BaseException:
             self.turns.pop()  # a failed or abandoned turn leaves the history as it was
             raise
         self.turns.append(Turn("assistant", reply.text))
         holder["reply"] = reply
 
-    def _generate(self, verdict: Verdict | None) -> Iterator[str]:
+    def _generate(self, message: str, verdict: Verdict | None) -> Iterator[str]:
         system = self.system_prompt
         if verdict is not None and verdict.guidance:
             system += "\n\n" + verdict.guidance
@@ -161,47 +171,43 @@ class ChatEngine:
                             self.backend.context_length - self.gen.max_tokens)
         stream = self.backend.stream_chat(build_messages(system, kept), self.gen)
         clauses = ClauseStream()
-        replaced = long_enough = False
+        shown = _Shown(message)
+        substitute: str | None = None
+        long_enough = False
         deltas = iter(stream)
         for delta in deltas:
             piece = clauses.feed(delta)
             if not piece:
                 continue
-            substitute = self.guard.check_output(clauses.text, verdict) if self.guard else None
-            if substitute is not None:
+            if self.guard and (substitute := self.guard.check_output(clauses.text, verdict)) is not None:
                 deltas.close()  # stop the model; what it has not said yet is never shown
-                replaced = True
                 break
-            yield piece
+            yield from shown.add(piece)
             # Base models ignore the prompt's length rule; a child gets a few sentences, then a turn to talk.
-            if self.max_reply_chars and len(clauses.text) >= self.max_reply_chars and clauses.text[-1] in SENTENCE_END:
+            if (self.max_reply_chars and len(shown.text) >= self.max_reply_chars and not shown.pending
+                    and shown.text[-1] in SENTENCE_END):
                 deltas.close()
                 long_enough = True
                 break
         result = stream.result
-        text = clauses.text[: len(clauses.text) - len(piece)] if replaced else clauses.text
-        if replaced:
-            yield substitute
-            text += substitute
-        elif long_enough:
-            if text.count("“") > text.count("”"):  # stopped inside a quotation: close it
-                yield "”"
-                text += "”"
-        else:
+        if substitute is None and not long_enough:
             tail = clauses.finish(truncated=result.finish_reason == "length")
-            if tail and self.guard and (substitute := self.guard.check_output(text + tail, verdict)) is not None:
-                tail, replaced = substitute, True
-            if tail:
-                yield tail
-                text += tail
-        if not text.strip():
-            text = _persona_data()["fallback_reply"]
-            yield text
+            if tail and self.guard:
+                substitute = self.guard.check_output(clauses.text, verdict)
+            if substitute is None:
+                yield from shown.add(tail)
+        yield from shown.flush()
+        if substitute is not None:
+            yield from shown.add(substitute, as_is=True)
+        elif long_enough and shown.open_quotes:  # stopped inside a quotation: close it
+            yield from shown.add("”", as_is=True)
+        if not shown.text.strip():
+            yield from shown.add(_persona_data()["fallback_reply"], as_is=True)
+        text = shown.text
         if verdict is not None and verdict.followup and verdict.followup not in text:
-            lead = "" if not text or text[-1] in CLAUSE_END + "：:、" else "。"
-            yield lead + verdict.followup
-            text += lead + verdict.followup
-        return Reply(text.strip(), result=result, verdict=verdict, replaced=replaced)
+            ended = text[-1:] in CLAUSE_END + "：:、" or (text[-1:] in "”’" and text[-2:-1] in SENTENCE_END)
+            yield from shown.add(("" if ended else "。") + verdict.followup, as_is=True)
+        return Reply(shown.text.strip(), result=result, verdict=verdict, replaced=substitute is not None)
 
     def to_dialogue(self, dialogue_id: str | None = None, **meta: Any) -> Dialogue:
         return Dialogue(
@@ -211,3 +217,38 @@ class ChatEngine:
             meta={"model": self.backend.name, "persona": self.persona.name, "age_band": self.persona.age_band,
                   **meta},
         )
+
+
+class _Shown:
+    """The model's text on its way to the child, released a sentence at a time: a sentence that restates the
+    child's message in the child's own voice is dropped, and so is a closing quotation mark whose opener was."""
+
+    def __init__(self, message: str):
+        self.message = message
+        self.text = ""  # what the child has been shown
+        self.pending = ""  # the unfinished sentence
+        self.open_quotes = 0
+
+    def add(self, piece: str, as_is: bool = False) -> Iterator[str]:
+        if as_is:
+            self.text += piece
+            yield piece
+            return
+        finished, self.pending = split_sentences(self.pending + piece)
+        if len(self.pending) > HELD_CHARS:  # a sentence that runs on is not held back any longer
+            finished.append(self.pending)
+            self.pending = ""
+        for sentence in finished:
+            yield from self._release(sentence)
+
+    def flush(self) -> Iterator[str]:
+        rest, self.pending = self.pending, ""
+        yield from self._release(rest)
+
+    def _release(self, sentence: str) -> Iterator[str]:
+        if not sentence or restates(sentence, self.message):
+            return
+        kept, self.open_quotes = unmatched_closers_removed(sentence, self.open_quotes)
+        if kept:
+            self.text += kept
+            yield kept
