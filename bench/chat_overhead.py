@@ -3,8 +3,8 @@
 Same model file, context size, threads, prompt (the engine's own system prompt + one child message) and greedy
 sampling on both sides, so both generate the same tokens. Runs alternate (raw, ours, raw, ours, ...) and the
 KV cache is reset before each run so every run pays for its prompt. Reports decode tokens/s, time to first
-token, and the ratios; for ours also the time until the first clause is shown (the engine releases text clause by
-clause so the safety guard can check it first).
+token, and the ratios; for ours also the time until the first text is shown (the engine releases a sentence at a
+time, after the safety guard has checked each clause and the sentence does not parrot the child).
 
     .venv/bin/python bench/chat_overhead.py [--model default] [--runs 5] [--max-tokens 128]
 """
@@ -55,12 +55,12 @@ def run_ours(engine: ChatEngine, gen: GenerationConfig) -> dict:
     engine.backend.llm.reset()
     start = time.perf_counter()
     stream = engine.stream(PROMPT)
-    first_clause = None
+    first_shown = None
     for _ in stream:
-        first_clause = first_clause if first_clause is not None else time.perf_counter() - start
+        first_shown = first_shown if first_shown is not None else time.perf_counter() - start
     result = stream.reply.result
     return {"text": result.text, "tokens": result.completion_tokens, "ttft": result.ttft_s,
-            "total": result.total_s, "tps": result.tokens_per_s, "first_clause": first_clause}
+            "total": result.total_s, "tps": result.tokens_per_s, "first_shown": first_shown}
 
 
 def main() -> None:
@@ -88,8 +88,8 @@ def main() -> None:
         raws.append(run_raw(raw, messages, gen))
         ours.append(run_ours(engine, gen))
         print(f"run {i + 1}: raw {raws[-1]['tps']:.1f} tok/s ttft {raws[-1]['ttft']:.3f}s | "
-              f"ours {ours[-1]['tps']:.1f} tok/s ttft {ours[-1]['ttft']:.3f}s first clause "
-              f"{ours[-1]['first_clause']:.3f}s ({ours[-1]['tokens']} vs {raws[-1]['tokens']} tokens)")
+              f"ours {ours[-1]['tps']:.1f} tok/s ttft {ours[-1]['ttft']:.3f}s first text "
+              f"{ours[-1]['first_shown']:.3f}s ({ours[-1]['tokens']} vs {raws[-1]['tokens']} tokens)")
 
     def med(rows, key):
         return statistics.median(r[key] for r in rows)
@@ -97,11 +97,12 @@ def main() -> None:
     print("\nmedian of", args.runs, "runs")
     print(f"  raw llama-cpp-python : {med(raws, 'tps'):6.2f} tok/s   ttft {med(raws, 'ttft'):.3f} s")
     print(f"  qiaoban engine       : {med(ours, 'tps'):6.2f} tok/s   ttft {med(ours, 'ttft'):.3f} s   "
-          f"first clause shown {med(ours, 'first_clause'):.3f} s")
+          f"first text shown {med(ours, 'first_shown'):.3f} s")
     print(f"  ratio tokens/s (ours/raw): {med(ours, 'tps') / med(raws, 'tps'):.3f}   (target >= 0.95)")
     print(f"  ratio ttft (ours/raw):     {med(ours, 'ttft') / med(raws, 'ttft'):.3f}   (target <= 1.10)")
-    same = sum(o["text"] == r["text"] for o, r in zip(ours, raws, strict=True))
-    print(f"  identical generated text in {same}/{args.runs} run pairs (greedy, same prompt)")
+    # The engine stops the model at the first sentence end past 60 characters; up to there the tokens must agree.
+    same = sum(bool(o["text"]) and r["text"].startswith(o["text"]) for o, r in zip(ours, raws, strict=True))
+    print(f"  the engine's text is the start of raw's in {same}/{args.runs} run pairs (greedy, same prompt)")
 
 
 if __name__ == "__main__":

@@ -231,6 +231,44 @@ def ensure_model(name: str = DEFAULT_MODEL, progress: Callable[[int, int], None]
     return assemble(model, progress)
 
 
+def first_layers(name: str, layers: int) -> Path:
+    """A copy of a model (known name or GGUF path) that keeps only its first `layers` transformer blocks, built
+    once next to the models (QIAOBAN_HOME/models, written atomically). llama.cpp's embeddings of it are that
+    depth's hidden states, which a linear probe reads better than the last layer's (see qiaoban.safety.head)."""
+    import gguf
+
+    source = ensure_model(name)
+    target = models_dir() / f"{source.stem}.first{layers}.gguf"
+    if target.is_file() and target.stat().st_mtime >= source.stat().st_mtime:
+        return target
+    reader = gguf.GGUFReader(source)
+    arch = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
+    block_count = f"{arch}.block_count"
+    total = reader.fields[block_count].contents()
+    if not 0 < layers <= total:
+        raise ModelError(f"{source.name} has {total} layers; cannot keep the first {layers}")
+    partial = target.with_name(target.name + ".partial")
+    writer = gguf.GGUFWriter(partial, arch=arch, endianess=reader.endianess)
+    for field in reader.fields.values():
+        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
+            continue  # written by GGUFWriter itself
+        kind = field.types[0]
+        writer.add_key_value(field.name, layers if field.name == block_count else field.contents(), kind,
+                             sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None)
+    kept = [t for t in reader.tensors if not t.name.startswith("blk.") or int(t.name.split(".")[1]) < layers]
+    for tensor in kept:
+        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes,
+                               tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for tensor in kept:
+        writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
+    writer.close()
+    os.replace(partial, target)
+    return target
+
+
 @dataclass
 class ModelEntry:
     name: str

@@ -106,3 +106,26 @@ def test_list_models_reports_each_known_model():
     names = [e.name for e in models.list_models() if e.kind == "model"]
     assert any(n.startswith(models.DEFAULT_MODEL) and "(default)" in n for n in names)
     assert len(names) == len(models.KNOWN_MODELS)
+
+
+def test_first_layers_keeps_the_first_blocks_and_still_runs(fixture_model_path, tmp_path, monkeypatch):
+    import gguf
+    import llama_cpp
+
+    monkeypatch.setenv("QIAOBAN_HOME", str(tmp_path))
+    cut = models.first_layers(str(fixture_model_path), 2)
+    assert cut.parent == tmp_path / "models" and cut.name.endswith(".first2.gguf")
+    reader = gguf.GGUFReader(cut)
+    assert reader.fields["llama.block_count"].contents() == 2
+    blocks = {int(t.name.split(".")[1]) for t in reader.tensors if t.name.startswith("blk.")}
+    assert blocks == {0, 1} and cut.stat().st_size < fixture_model_path.stat().st_size / 2
+    built = cut.stat().st_mtime_ns
+    assert models.first_layers(str(fixture_model_path), 2).stat().st_mtime_ns == built  # built once
+    llm = llama_cpp.Llama(str(cut), embedding=True, n_ctx=64, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                          verbose=False)
+    try:
+        assert len(llm.embed("hello")) == 576  # the fixture's width: llama.cpp runs the cut model
+    finally:
+        llm.close()
+    with pytest.raises(ModelError, match="has 30 layers"):
+        models.first_layers(str(fixture_model_path), 31)

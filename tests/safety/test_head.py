@@ -52,13 +52,15 @@ def test_embeddings_are_cached_by_text_and_the_model_is_loaded_only_for_new_ones
             return np.array([len(text), 1.0], dtype=np.float32)
 
     monkeypatch.setattr(head, "Embedder", FakeEmbedder)
-    monkeypatch.setattr("qiaoban.models.ensure_model", lambda name: Path(f"/models/{name}.gguf"))
+    monkeypatch.setattr(head, "model_file", lambda name, layers: Path(f"/models/{name}.first{layers}.gguf"))
     first = head.embed_all(["一", "二二"], "m")
     again = head.embed_all(["二二", "一", "三三三"], "m")
     assert embedded == ["一", "二二", "三三三"] and len(loads) == 2
     assert np.array_equal(again[:2], first[::-1]) and again[2][0] == 3
     head.embed_all(["一"], "m")
     assert len(loads) == 2  # all cached: the model is not even loaded
+    head.embed_all(["一"], "m", layers=8)  # another depth has its own cache
+    assert loads[-1] == Path("/models/m.first8.gguf") and embedded[-1] == "一"
 
 
 def _fake_head(probability: float, calls: list[str]) -> head.Head:
@@ -108,7 +110,7 @@ def test_a_lexicon_hit_does_not_wait_for_the_head():
 
 def test_packaged_head_records_its_model_and_training_files():
     meta = json.loads(head.head_path().read_text("utf-8"))
-    assert meta["model"] == "qwen2.5-coder-1.5b-instruct-q4_k_m"
+    assert meta["model"] == "qwen2.5-coder-1.5b-instruct-q4_k_m" and meta["layers"] == head.LAYERS
     assert len(meta["weights"]) == len(meta["mean"]) == 1536
     for source in meta["examples"]:
         assert classifier.file_digest(REPO / source["path"]) == source["sha256"], f"{source['path']} changed"

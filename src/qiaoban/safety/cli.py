@@ -151,9 +151,11 @@ def train_head(
         "--examples", help="Labelled JSONL (the bench format) to train on; repeatable. Never a test set.")],
     out: Annotated[Path | None, typer.Option(help="Where to write the head (default: the packaged head.json).")] = None,
     model: Annotated[str, typer.Option(help="Known model whose hidden states the head reads.")] = DEFAULT_MODEL,
+    layers: Annotated[int, typer.Option(
+        help="Read the hidden states after this many transformer blocks (0: the last layer).")] = head.LAYERS,
 ) -> None:
-    """Rebuild the LLM layer: embed every message with the model (cached under QIAOBAN_HOME/cache, so a
-    retrain embeds only new messages; ~0.3 s each on 2 cores) and fit the logistic head.
+    """Rebuild the LLM layer: embed every message with the model cut after `--layers` blocks (cached under
+    QIAOBAN_HOME/cache, so a retrain embeds only new messages; ~0.2 s each on 2 cores) and fit the logistic head.
 
     The packaged head was built from the repository root with:
 
@@ -167,16 +169,18 @@ def train_head(
             _fail(str(err))
         sources.append({"path": path.as_posix(), "sha256": classifier.file_digest(path)})
     try:
-        vectors = head.embed_all([head.embedding_input(item["text"], item.get("context", [])) for item in items], model)
+        texts = [head.embedding_input(item["text"], item.get("context", [])) for item in items]
+        vectors = head.embed_all(texts, model, layers or None)
     except ModelError as err:
         _fail(str(err))
     risky = np.array([item["label"] == "risk" for item in items])
     params = head.fit(vectors, risky)
     path = out or head.head_path()
-    head.save(params, path, model=model, l2=head.L2, examples=sources)
+    head.save(params, path, model=model, layers=layers or None, l2=head.L2, examples=sources)
     train_acc = float(((head.probability(params, vectors) >= 0.5) == risky).mean())
     typer.echo(f"head on {len(items)} messages ({int(risky.sum())} risky), {vectors.shape[1]}-dim hidden states "
-               f"of {model}, training accuracy {train_acc:.3f} -> {path}")
+               f"of {model} ({f'after {layers} blocks' if layers else 'last layer'}), training accuracy "
+               f"{train_acc:.3f} -> {path}")
 
 
 @app.command()
@@ -185,6 +189,8 @@ def crossval(
     folds: Annotated[int, typer.Option(help="Folds: each is screened by a classifier trained without it.")] = 5,
     with_head: Annotated[bool, typer.Option(
         "--head", help="Also train the LLM head per fold (embeds FILE with the default model, cached).")] = False,
+    layers: Annotated[int, typer.Option(
+        help="With --head: the depth the head reads, as in train-head (0: the last layer).")] = head.LAYERS,
 ) -> None:
     """Estimate recall and false positives on unseen phrasing before trusting a dev set's own numbers.
 
@@ -196,7 +202,7 @@ def crossval(
         embed = None
         if with_head:
             texts = [head.embedding_input(item["text"], item.get("context", [])) for item in read_labelled(file)]
-            embed = dict(zip(texts, head.embed_all(texts, DEFAULT_MODEL), strict=True)).__getitem__
+            embed = dict(zip(texts, head.embed_all(texts, DEFAULT_MODEL, layers or None), strict=True)).__getitem__
         report = cross_validate(file, folds=folds, embed=embed)
     except (OSError, BenchFormatError, ModelError) as err:
         _fail(str(err))

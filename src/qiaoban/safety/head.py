@@ -1,9 +1,11 @@
 """The LLM layer: a logistic head on the default chat model's own hidden states.
 
-llama.cpp mean-pools the 1.5B's last hidden layer over the message (after the child's earlier messages), and a
-logistic regression trained on our labelled red-team messages reads that vector. It reads meaning that the
-character n-grams cannot ("暑假作业不用写了 我应该用不上了"). One message costs ~0.3 s on a 2-core CPU, so
-`detect.check` asks it only where its vote can change the verdict. `qiaoban safety train-head` rebuilds
+llama.cpp mean-pools the 1.5B's hidden states at layer 16 of 28 over the message (after the child's earlier
+messages), and a logistic regression trained on our labelled red-team messages reads that vector. It reads meaning
+that the character n-grams cannot ("暑假作业不用写了 我应该用不上了"). The middle layer is read through a copy of
+the model cut after its 16th block (`qiaoban.models.first_layers`): on dev cross-validation its head separates
+risky from benign better than the last layer's (AUC 0.973 against 0.957), and it runs in ~60% of the time. One
+message costs ~0.2 s on a 2-core CPU, so `detect.check` asks it only where its vote can change the verdict. `qiaoban safety train-head` rebuilds
 head.json from the same files; embeddings are cached by text, so a retrain only embeds new messages.
 """
 
@@ -27,6 +29,7 @@ from qiaoban.config import home
 
 EMBED_CONTEXT = 3  # earlier messages put before the current one
 L2 = 0.03  # chosen by 5-fold cross-validation on the dev red-team set (0.01 and 0.1 read slightly worse)
+LAYERS = 16  # the depth whose hidden states the head reads (cross-validated against 12 and all 28)
 NEWTON_STEPS = 30
 
 
@@ -61,12 +64,18 @@ class Embedder:
             return np.asarray(self.llm.embed(text, truncate=True), dtype=np.float32)
 
 
-def embed_all(texts: list[str], model: str) -> np.ndarray:
-    """Vectors of `texts` from the known `model`, through an .npz cache (QIAOBAN_HOME/cache) keyed by each
-    text's sha1: only texts never seen are embedded, and the model is loaded only for them."""
-    from qiaoban.models import ensure_model
+def model_file(model: str, layers: int | None) -> Path:
+    """The GGUF whose embeddings are the hidden states at depth `layers` of `model` (None: the last layer)."""
+    from qiaoban.models import ensure_model, first_layers
 
-    cache_file = home() / "cache" / f"safety-embeddings-{model}.npz"
+    return first_layers(model, layers) if layers else ensure_model(model)
+
+
+def embed_all(texts: list[str], model: str, layers: int | None = LAYERS) -> np.ndarray:
+    """Vectors of `texts` from the known `model` at depth `layers`, through an .npz cache (QIAOBAN_HOME/cache)
+    keyed by each text's sha1: only texts never seen are embedded, and the model is loaded only for them."""
+    depth = f"-first{layers}" if layers else ""
+    cache_file = home() / "cache" / f"safety-embeddings-{model}{depth}.npz"
     keys = [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
     cached: dict[str, np.ndarray] = {}
     if cache_file.is_file():
@@ -74,7 +83,7 @@ def embed_all(texts: list[str], model: str) -> np.ndarray:
             cached = {k: stored[k] for k in stored.files}
     missing = [i for i, k in enumerate(keys) if k not in cached]
     if missing:
-        embedder = Embedder(ensure_model(model))
+        embedder = Embedder(model_file(model, layers))
         for i in tqdm(missing, desc="embedding messages"):
             cached[keys[i]] = embedder(texts[i])
         cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -126,13 +135,11 @@ class Head:
 def load(path: str | None = None) -> Head:
     """The head and an embedder on the model it was trained on; ModelError or FileNotFoundError if either
     is missing."""
-    from qiaoban.models import ensure_model
-
     file = Path(path) if path else head_path()
     if not file.is_file():
         raise FileNotFoundError(f"safety head not found at {file}; build it with `qiaoban safety train-head`")
     params = json.loads(file.read_text("utf-8"))
-    return Head(params, Embedder(ensure_model(params["model"])))
+    return Head(params, Embedder(model_file(params["model"], params.get("layers"))))
 
 
 def available() -> Head | None:
