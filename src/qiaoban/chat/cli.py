@@ -81,6 +81,8 @@ def chat(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     recorder = SafetyRecorder() if safety else None
+    if recorder and message is None:
+        recorder.guard.check_input("你好", [])  # load the safety layers now, not on the child's first message
     engine = ChatEngine(llm, persona, gen, guard=recorder.guard if recorder else None)
     try:
         if message is not None:

@@ -46,7 +46,7 @@ def _fail(message: str) -> None:
 
 
 UseHead = Annotated[bool, typer.Option(
-    "--head/--no-head", help="Add the LLM layer (a head on the default model's hidden states, ~0.3 s on the "
+    "--head/--no-head", help="Add the LLM layer (a head on the default model's hidden states, ~0.2 s on the "
     "messages where it can change the verdict) when that model is installed; --no-head: the fast layers alone.")]
 
 
