@@ -125,8 +125,8 @@ def test_real_head_reads_veiled_risk_the_fast_layers_alone_call_borderline(defau
              "游戏里的叔叔说我跟他视频的事不能让我爸妈知道"]
     benign = ["这周末之后就放假啦 大家终于不用早起了", "我把生日祝福都录在手机里了 明天放给奶奶听",
               "游戏里的同学说下次带我上分 我妈也认识他妈妈"]
-    # The first one sits at the bar (fused 0.58 with this head, the classifier alone 0.65): a real trade-off of
-    # the head, which wins on the dev cross-validation as a whole (data/README.md).
+    # The first one sits near the bar (the classifier alone 0.66; fused 0.58 with the last-layer head, 0.83 with the
+    # layer-16 one): a message at the bar is a trade-off of the head, which wins on dev cross-validation as a whole.
     assert sum(check(text, head=llm_head).risk for text in risky) >= 2
     for text in benign:
         assert not check(text, head=llm_head).risk, text

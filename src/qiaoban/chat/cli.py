@@ -82,7 +82,7 @@ def chat(
         raise typer.Exit(2) from None
     recorder = SafetyRecorder() if safety else None
     if recorder and message is None:
-        recorder.guard.check_input("你好", [])  # load the safety layers now, not on the child's first message
+        recorder.guard.preload()
     engine = ChatEngine(llm, persona, gen, guard=recorder.guard if recorder else None)
     try:
         if message is not None:

@@ -18,7 +18,8 @@ _LINE_MARKER = re.compile(r"^\s*(?:#{1,6}|>+|[-*•·]|\d{1,2}[.、)）]|[（(]\
 _EMPHASIS = re.compile(r"[*`#]+|_{2,}")
 _EMOJI_CODE = re.compile(r":[a-z_]{2,30}:")
 _SPACES = re.compile(r"[ \t]{2,}")
-_SENTENCE = re.compile(r"[。！？…~!?]+[”’」』]*|\.(?=\s|$)")  # an English full stop, not a decimal point
+# A sentence ends at SENTENCE_END (with any closing quotation marks) or at an English full stop, not a decimal point.
+_SENTENCE = re.compile(f"[{re.escape(SENTENCE_END)}]+[”’」』]*|\\.(?=\\s|$)")
 # A reply restates the child's message when it copies at least this much of it (letters and digits only):
 # 60% of the message, at least 5 and at most 10 characters.
 ECHO_SHARE, MIN_ECHO_CHARS, LONG_ECHO_CHARS = 0.6, 5, 10

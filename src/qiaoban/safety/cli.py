@@ -170,7 +170,7 @@ def train_head(
         sources.append({"path": path.as_posix(), "sha256": classifier.file_digest(path)})
     try:
         texts = [head.embedding_input(item["text"], item.get("context", [])) for item in items]
-        vectors = head.embed_all(texts, model, layers or None)
+        vectors = head.embed_all(texts, model, layers)
     except ModelError as err:
         _fail(str(err))
     risky = np.array([item["label"] == "risk" for item in items])
@@ -202,7 +202,7 @@ def crossval(
         embed = None
         if with_head:
             texts = [head.embedding_input(item["text"], item.get("context", [])) for item in read_labelled(file)]
-            embed = dict(zip(texts, head.embed_all(texts, DEFAULT_MODEL, layers or None), strict=True)).__getitem__
+            embed = dict(zip(texts, head.embed_all(texts, DEFAULT_MODEL, layers), strict=True)).__getitem__
         report = cross_validate(file, folds=folds, embed=embed)
     except (OSError, BenchFormatError, ModelError) as err:
         _fail(str(err))

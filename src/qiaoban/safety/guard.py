@@ -56,6 +56,10 @@ class SafetyGuard:
     def head(self) -> Head | None:
         return available() if self.use_head else None
 
+    def preload(self) -> None:
+        """Load the lexicon, the classifier and the head now, so that a child's first message does not wait."""
+        self.check_input("你好")
+
     def check_input(self, text: str, context: Sequence[str] = ()) -> Verdict:
         return check(text, context, head=self.head)
 

@@ -5,8 +5,9 @@ messages), and a logistic regression trained on our labelled red-team messages r
 that the character n-grams cannot ("暑假作业不用写了 我应该用不上了"). The middle layer is read through a copy of
 the model cut after its 16th block (`qiaoban.models.first_layers`): on dev cross-validation its head separates
 risky from benign better than the last layer's (AUC 0.973 against 0.957), and it runs in ~60% of the time. One
-message costs ~0.2 s on a 2-core CPU, so `detect.check` asks it only where its vote can change the verdict. `qiaoban safety train-head` rebuilds
-head.json from the same files; embeddings are cached by text, so a retrain only embeds new messages.
+message costs ~0.2 s on a 2-core CPU, so `detect.check` asks it only where its vote can change the verdict.
+`qiaoban safety train-head` rebuilds head.json from the same files; embeddings are cached by text, so a retrain
+only embeds new messages.
 """
 
 from __future__ import annotations

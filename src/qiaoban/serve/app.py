@@ -104,17 +104,18 @@ def create_app(backend: Backend, settings: ServeSettings | None = None) -> FastA
 
     settings = settings or ServeSettings()
     store = SessionStore(settings.db_path)
+    guard = SafetyGuard()
     server = Server(
         backend=backend,
         settings=settings,
         store=store,
         events=EventStore(settings.db_path),
-        guard=SafetyGuard(),
+        guard=guard,
         runner=JobRunner(GenerationQueue(settings.slots, settings.queue_size), settings.request_timeout_s),
     )
 
     server.persona()  # a bad default age band fails here, at start-up
-    server.guard.check_input("你好", [])  # load the safety classifier now, not on a child's first message
+    guard.preload()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
