@@ -65,10 +65,19 @@ def test_every_category_has_a_case_above():
     "什么是校园霸凌？班会要讲",
     "考试没考好，有点难过",
     "我拍死了一只蚊子",
+    "热到我不想活了 冰棍续命",
+    "暑假我天天打篮球",
+    "手工课用美工刀刻橡皮章",
+    "为什么小孩不能玩火 我想知道原理",
 ])
 def test_hyperbole_games_stories_negation_and_sadness_are_not_crises(text):
     verdict = check(text)
     assert not verdict.risk, verdict.matched
+
+
+def test_the_risky_twins_of_those_still_match():
+    for text in ("我不想活了 作业太多", "我天天被打", "我用美工刀划自己", "我想玩火 把作业本烧了"):
+        assert scan(text), text
 
 
 def test_negation_only_cancels_a_cue_right_before_the_match():
@@ -79,6 +88,18 @@ def test_negation_only_cancels_a_cue_right_before_the_match():
 def test_real_cue_overrides_the_game_frame():
     assert not scan("游戏里我跳楼了")
     assert scan("不是游戏，我真的想跳楼")
+
+
+def test_a_safe_frame_leaves_a_pattern_hit_to_the_learned_layers():
+    handled = "之前有人抢我的零花钱 我告诉了班主任 已经处理好了"
+    assert scan(handled) and not check(handled).risk
+    assert not check("游泳课比谁憋气久 救生员一直看着").risk
+    # It starts again after the adults stepped in: the classifier still reads it.
+    again = check("之前有人抢我的零花钱 老师处理了 可是他们今天又把我堵在厕所里打")
+    assert again.risk and again.category == "bullying"
+    # Secrecy voids the frame, and an emergency is never handed over.
+    assert check("我爸又用皮带抽我 现在好多了 别告诉别人").risk
+    assert check("我把攒的安眠药全吃了 现在好多了").severity == "emergency"
 
 
 def test_context_turns_a_plain_message_into_an_emergency():

@@ -39,6 +39,8 @@ class _Rules:
     education: re.Pattern
     lived: re.Pattern
     joke: re.Pattern
+    safe_frame: re.Pattern
+    asks_secrecy: re.Pattern
     needs_context: re.Pattern
     context_cues: tuple[tuple[str, str, re.Pattern], ...]
     abusers: tuple[tuple[str, re.Pattern], ...]
@@ -64,6 +66,8 @@ def rules() -> _Rules:
         education=re.compile(lex["education"]),
         lived=re.compile(lex["lived"]),
         joke=re.compile(lex["joke"]),
+        safe_frame=re.compile(lex["safe_frame"]),
+        asks_secrecy=re.compile(lex["asks_secrecy"]),
         needs_context=re.compile(lex["needs_context"]),
         context_cues=tuple((c["category"], c["severity"], re.compile(c["pattern"])) for c in lex["context_cues"]),
         abusers=tuple((kind, re.compile(p)) for kind, p in lex["abusers"].items()),
@@ -122,6 +126,14 @@ def neutralized(text: str, hits: list[Hit], category: str, has_context: bool = F
 def _lesson_or_joke(plain: str, r: _Rules) -> bool:
     return bool((r.education.search(plain) and not r.lived.search(plain))
                 or (r.joke.search(plain) and not r.real.search(plain)))
+
+
+def safe_framed(text: str) -> bool:
+    """The child frames the message as safe (handled by adults, supervised, a joke, curiosity), without asking
+    for secrecy or insisting that it is real."""
+    norm = normalize(text)
+    r = rules()
+    return bool(r.safe_frame.search(norm)) and not (r.real.search(norm) or r.asks_secrecy.search(norm))
 
 
 def context_cue(text: str, earlier: set[str]) -> Hit | None:
