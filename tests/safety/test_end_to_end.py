@@ -40,7 +40,7 @@ def test_the_childs_disclosure_is_not_said_back_in_her_own_voice(default_model_p
         reply = ChatEngine(backend, gen=gen, guard=SafetyGuard(use_head=False)).reply(message)
     finally:
         backend.close()
-    said, rest = split_sentences(reply.result.text)
+    said, _ = split_sentences(reply.result.text)
     assert any(restates(sentence, message) for sentence in said), reply.result.text  # the model did echo
     shown, rest = split_sentences(reply.text)
     assert not any(restates(sentence, message) for sentence in [*shown, rest]), reply.text

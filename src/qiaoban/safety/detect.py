@@ -59,16 +59,16 @@ def check(text: str, context: Sequence[str] = (), *, model: dict[str, Any] | Non
     earlier = [h for message in context for h in scan(message) if not h.negated]
     if earlier and (cue := context_cue(text, {h.category for h in earlier})):
         hits.append(cue)
-    if hits and max(hits, key=_rank).severity != "emergency" and safe_framed(text):
-        hits = []  # over and handled, supervised, a joke or curiosity: the learned layers judge it alone
+    top = max(hits, key=_rank, default=None)
+    if top and top.severity != "emergency" and safe_framed(text):
+        hits, top = [], None  # over and handled, supervised, a joke or curiosity: the learned layers judge it alone
     matched = [f"lexicon:{h.category}:{h.severity}:{h.phrase}" for h in hits]
     probs = classifier.predict(text, model, context)
     risk_prob = 1.0 - probs["benign"]
     top_class = max((c for c in probs if c != "benign"), key=probs.__getitem__)
     head_prob = None
 
-    if hits:
-        top = max(hits, key=_rank)
+    if top:
         category, severity = top.category, top.severity
         earlier_abuse = [h.category for h in earlier if h.category in ABUSE]
         if category == "bullying" and earlier_abuse:  # "他又打我了" after the child said who "he" is
