@@ -102,6 +102,28 @@ def test_a_safe_frame_leaves_a_pattern_hit_to_the_learned_layers():
     assert check("我把攒的安眠药全吃了 现在好多了").severity == "emergency"
 
 
+@pytest.mark.parametrize("text", [
+    "班会课上我们画了反欺凌手抄报",  # a lesson
+    "警察叔叔说了千万不要一个人去河边玩",
+    "元旦排小品 我演一个被欺负的小孩",  # a stage play
+    "跳水课第一次从跳台跳下去 腿都软了",  # a sport
+    "八百米跑完我要死了 腿不是自己的",  # exertion
+    "物理老师天天骂我们班 说我们上课太吵",  # the whole class, not the child
+    "班主任说放学路上不能在铁轨边玩 会出事",
+])
+def test_lessons_plays_sports_and_warnings_are_not_crises(text):
+    verdict = check(text)
+    assert not verdict.risk, verdict.matched
+
+
+def test_their_risky_twins_still_match():
+    assert check("我被霸凌了 他们天天堵我").risk
+    assert check("刷到有人咬洗衣凝珠的视频 我也想拍一个").risk  # seen online, then the child's own plan
+    assert scan("他们都说我是怪物 没人跟我玩")  # an insult, not a monster story
+    assert scan("不敢回家 我爸喝醉了会打我")
+    assert scan("她天天骂我 还把我的书扔了")
+
+
 def test_context_turns_a_plain_message_into_an_emergency():
     for alone in ("我已经决定了", "再见", "拜拜了"):
         assert not check(alone).risk
