@@ -122,6 +122,7 @@ def test_their_risky_twins_still_match():
     assert scan("他们都说我是怪物 没人跟我玩")  # an insult, not a monster story
     assert scan("不敢回家 我爸喝醉了会打我")
     assert scan("她天天骂我 还把我的书扔了")
+    assert check("我真蠢 真想划自己").risk  # "真蠢" about oneself is no safe frame
 
 
 def test_context_turns_a_plain_message_into_an_emergency():
