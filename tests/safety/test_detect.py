@@ -116,7 +116,7 @@ def test_lessons_plays_sports_and_warnings_are_not_crises(text):
     assert not verdict.risk, verdict.matched
 
 
-def test_their_risky_twins_still_match():
+def test_the_risky_twins_of_lessons_plays_and_warnings_still_match():
     assert check("我被霸凌了 他们天天堵我").risk
     assert check("刷到有人咬洗衣凝珠的视频 我也想拍一个").risk  # seen online, then the child's own plan
     assert scan("他们都说我是怪物 没人跟我玩")  # an insult, not a monster story
