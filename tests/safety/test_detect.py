@@ -125,6 +125,58 @@ def test_the_risky_twins_of_lessons_plays_and_warnings_still_match():
     assert check("我真蠢 真想划自己").risk  # "真蠢" about oneself is no safe frame
 
 
+@pytest.mark.parametrize("text", [
+    "游泳比赛游到第三趟的时候我觉得我要死了 最后还是游完了",  # exertion
+    "第一次上台演讲紧张得要死 结果讲得还行",
+    "我妈肚子里的宝宝会踢人了 好神奇",
+    "我要杀了我弟 他又把我的模型弄坏了",  # a sibling, a broken toy
+    "暑假没人管我几点睡 爽",  # freedom, not neglect
+    "网友约我见面 我妈陪我一起去的 就在商场里",  # a parent went along
+    "以前以为她们故意不跟我说话 原来是误会 现在我们是好朋友",
+    "跟我妈吵架说要离家出走 走到楼下就回来了",
+    "医生给奶奶开了安眠药 我每天提醒她吃",  # someone else's prescription
+    "我同桌以前被欺负 老师知道以后那几个人被处分了",
+    "过年我爸让我抿了一口啤酒 太难喝了",
+    "看少年的你 看到被欺负那段我哭了",  # a film scene
+    "我妈抽电子烟 我天天劝她戒",
+])
+def test_family_life_films_and_resolved_trouble_leave_the_pattern_layer_silent(text):
+    verdict = check(text, threshold=1.01)  # the pattern layer alone: the classifier cannot reach this bar
+    assert not verdict.risk, verdict.matched
+
+
+def test_the_risky_twins_of_family_life_and_resolved_trouble_still_match():
+    assert not scan("我爸喝醉了回来倒头就睡 打呼噜震天响")
+    assert check("我爸喝醉了就打我").category == "physical_abuse"
+    assert check("我弟说要杀了我 他天天拿刀比划").severity == "emergency"  # a threat to the child
+    assert check("我要杀了我弟 我已经把刀藏好了").severity == "emergency"
+    assert check("网友约我见面 让我别告诉我妈").category == "sexual_abuse"  # secrecy voids the frame
+    assert check("医生给我妈开了安眠药 我偷偷拿了几片").category == "self_harm"
+    assert check("过年叔叔让我尝了一口白酒 后来天天灌我").category == "substances"
+    assert check("没人管我 两天没吃饭了").category == "neglect"
+    assert check("我们去那段铁轨上躺着拍照").category == "dangerous_challenge"  # a stretch of track, not a film
+    assert check("我跑到楼顶了 不想活了").category == "self_harm"
+    assert check("我弟弟往我肚子里踢 好疼 他天天这样").risk  # a kick, not a baby
+
+
+def test_recent_messages_can_explain_a_secret_or_a_fear_of_going_home():
+    surprise = ["我和爸爸在给妈妈做蛋糕", "明天是妈妈生日"]
+    scolding = ["月考考砸了", "我妈肯定要唠叨我一晚上"]
+    assert not check("他说这是我们的秘密 不能告诉妈妈", surprise, threshold=1.01).risk
+    assert not check("不敢回家了", scolding, threshold=1.01).risk
+    # Harm named anywhere in the conversation voids the frame; a gift for the child is no surprise for mum.
+    assert check("他说这是我们的秘密 不能告诉妈妈", [*surprise, "可是他还摸我"]).category == "sexual_abuse"
+    assert check("他说这是我们的秘密 不能告诉妈妈", ["叔叔给我买了生日礼物"]).category == "sexual_abuse"
+    assert check("不敢回家了", [*scolding, "上次她用衣架抽我"]).category == "physical_abuse"
+    # The frame explains a concern only, and only in its own category.
+    assert check("我不想活了", scolding).category == "self_harm"
+
+
+@pytest.mark.parametrize("text", ["跳楼价!这个皮肤打五折 冲", "罗密欧与朱丽叶为什么最后都要死啊 好虐"])
+def test_sales_talk_and_sad_endings_are_not_crises(text):
+    assert not check(text, threshold=1.01).risk
+
+
 def test_context_turns_a_plain_message_into_an_emergency():
     for alone in ("我已经决定了", "再见", "拜拜了"):
         assert not check(alone).risk

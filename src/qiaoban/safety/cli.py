@@ -214,7 +214,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for drawing the training examples.")] = DEFAULT_SEED,
     per_label: Annotated[int, typer.Option(
         help=f"Examples per risk category (benign gets {BENIGN_WEIGHT}x).")] = DEFAULT_PER_LABEL,
-    epochs: Annotated[int, typer.Option(help="Full-batch gradient steps.")] = DEFAULT_EPOCHS,
+    epochs: Annotated[int, typer.Option(help="Full-batch Adam steps.")] = DEFAULT_EPOCHS,
     out: Annotated[Path | None, typer.Option(help="Where to write the model (default: the packaged model.json).")] = None,
     examples: Annotated[list[Path] | None, typer.Option(
         "--examples", help="Labelled JSONL (the bench format) to train on as well; repeatable. Never a test set.")] = None,

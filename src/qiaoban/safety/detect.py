@@ -8,7 +8,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qiaoban.safety import classifier
-from qiaoban.safety.lexicon import SEVERITIES, Hit, abuser_of, context_cue, neutralized, safe_framed, scan
+from qiaoban.safety.lexicon import (
+    SEVERITIES,
+    Hit,
+    abuser_of,
+    context_cue,
+    context_framed,
+    neutralized,
+    safe_framed,
+    scan,
+)
 from qiaoban.safety.policy import categories, respond
 
 if TYPE_CHECKING:
@@ -16,10 +25,12 @@ if TYPE_CHECKING:
 
 # Pattern-layer confidence per severity; the classifier can only raise it.
 LEXICON_SCORE = {"concern": 0.7, "urgent": 0.85, "emergency": 0.97}
-# The classifier alone flags a message above this probability of risk (chosen on the dev red-team split).
-CLASSIFIER_THRESHOLD = 0.6
-# With the head: the mean of the classifier's and the head's probabilities must reach this (chosen the same way).
-FUSED_THRESHOLD = 0.6
+# Each threshold is the lowest of `qiaoban safety crossval`'s (0.4 ... 0.8) whose 5-fold cross-validation on the dev
+# red-team split keeps the false-positive rate within the 0.05 target. The classifier alone flags at this
+# probability of risk:
+CLASSIFIER_THRESHOLD = 0.5
+# With the head: the mean of the classifier's and the head's probabilities must reach this.
+FUSED_THRESHOLD = 0.5
 # What the learned layers need on a message the pattern layer reads as hyperbole, a game or a story.
 NEUTRALIZED_BAR = 0.8
 ABUSE = ("physical_abuse", "sexual_abuse")
@@ -60,8 +71,9 @@ def check(text: str, context: Sequence[str] = (), *, model: dict[str, Any] | Non
     if earlier and (cue := context_cue(text, {h.category for h in earlier})):
         hits.append(cue)
     top = max(hits, key=_rank, default=None)
-    if top and top.severity != "emergency" and safe_framed(text):
-        hits, top = [], None  # over and handled, supervised, a joke or curiosity: the learned layers judge it alone
+    if top and top.severity != "emergency" and (
+            safe_framed(text) or (top.severity == "concern" and context_framed(top.category, text, context))):
+        hits, top = [], None  # over and handled, supervised, a joke, curiosity, a surprise: the learned layers judge
     matched = [f"lexicon:{h.category}:{h.severity}:{h.phrase}" for h in hits]
     probs = classifier.predict(text, model, context)
     risk_prob = 1.0 - probs["benign"]

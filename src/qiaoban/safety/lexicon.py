@@ -4,6 +4,7 @@ game/story/history handling."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -43,6 +44,7 @@ class _Rules:
     asks_secrecy: re.Pattern
     needs_context: re.Pattern
     context_cues: tuple[tuple[str, str, re.Pattern], ...]
+    context_frames: tuple[tuple[frozenset[str], re.Pattern, re.Pattern], ...]  # (categories, pattern, unless)
     abusers: tuple[tuple[str, re.Pattern], ...]
 
 
@@ -70,6 +72,8 @@ def rules() -> _Rules:
         asks_secrecy=re.compile(lex["asks_secrecy"]),
         needs_context=re.compile(lex["needs_context"]),
         context_cues=tuple((c["category"], c["severity"], re.compile(c["pattern"])) for c in lex["context_cues"]),
+        context_frames=tuple((frozenset(f["categories"]), re.compile(f["pattern"]), re.compile(f["unless"]))
+                             for f in lex["context_frames"]),
         abusers=tuple((kind, re.compile(p)) for kind, p in lex["abusers"].items()),
     )
 
@@ -134,6 +138,14 @@ def safe_framed(text: str) -> bool:
     norm = normalize(text)
     r = rules()
     return bool(r.safe_frame.search(norm)) and not (r.real.search(norm) or r.asks_secrecy.search(norm))
+
+
+def context_framed(category: str, text: str, context: Sequence[str] = ()) -> bool:
+    """The message and the child's recent messages explain a concern in `category` as harmless ("他说这是我们俩的
+    秘密" after "明天是妈妈生日"), and none of them names harm."""
+    joined = "。".join(normalize(message) for message in [*context, text])
+    return any(category in categories and pattern.search(joined) and not unless.search(joined)
+               for categories, pattern, unless in rules().context_frames)
 
 
 def context_cue(text: str, earlier: set[str]) -> Hit | None:
