@@ -40,7 +40,7 @@ def test_red_team_sets_are_large_enough_and_disjoint():
 
 def test_dev_split_meets_the_targets():
     # The learned layers were trained on dev, so this guards the fit, not generalisation (see data/README.md).
-    # The fast layers fit dev 10138 at 1.000 / 0.011; what they still flag are pattern-layer hits.
+    # The fast layers fit dev 10338 at 1.000 / 0.011; what they still flag are pattern-layer hits.
     report = run_bench(DATA / "redteam_dev.jsonl")
     assert report["recall"] >= 0.99, report["misses"]
     assert report["false_positive_rate"] <= 0.02, report["false_positives"]

@@ -146,7 +146,7 @@ def test_family_life_films_and_resolved_trouble_leave_the_pattern_layer_silent(t
 
 
 def test_the_risky_twins_of_family_life_and_resolved_trouble_still_match():
-    assert not scan("我爸喝醉了回来倒头就睡 打呼噜震天响")
+    assert not scan("我爸喝醉了回来倒头就睡 打呼噜震天响")  # the benign side of the next one
     assert check("我爸喝醉了就打我").category == "physical_abuse"
     assert check("我弟说要杀了我 他天天拿刀比划").severity == "emergency"  # a threat to the child
     assert check("我要杀了我弟 我已经把刀藏好了").severity == "emergency"

@@ -118,14 +118,14 @@ def train(rows: list[Row], epochs: int = DEFAULT_EPOCHS, l2: float = 1e-4, lr: f
     y[np.arange(len(rows)), [labels.index(label) for _, label, _ in rows]] = 1.0
     w = np.zeros((len(vocab), len(labels)))
     b = np.zeros(len(labels))
-    moments = [np.zeros_like(w), np.zeros_like(w), np.zeros_like(b), np.zeros_like(b)]
+    w_mean, w_square, b_mean, b_square = np.zeros_like(w), np.zeros_like(w), np.zeros_like(b), np.zeros_like(b)
     for step in tqdm(range(1, epochs + 1), desc="training safety classifier", leave=False):
         z = np.add.reduceat(w[cols], starts, axis=0) + b
         grad = (_softmax(z) - y) / len(rows)
         gw = np.stack([np.bincount(cols, weights=grad[owner, k], minlength=len(vocab))
                        for k in range(len(labels))], axis=1)
-        w -= _adam_step(gw + l2 * w, moments[0], moments[1], step, lr)
-        b -= _adam_step(grad.sum(axis=0), moments[2], moments[3], step, lr)
+        w -= _adam_step(gw + l2 * w, w_mean, w_square, step, lr)
+        b -= _adam_step(grad.sum(axis=0), b_mean, b_square, step, lr)
     weights = {f: [round(float(v), 4) for v in w[i]] for f, i in vocab.items() if np.abs(w[i]).max() >= 1e-3}
     return {"labels": labels, "ngrams": list(NGRAMS), "bias": [round(float(v), 4) for v in b], "weights": weights}
 
