@@ -61,3 +61,17 @@ def test_two_way_split_and_bad_ratios():
         split_dialogues(corpus(10), (0.8, 0.1, 0.2))
     with pytest.raises(ValueError, match="ratios for"):
         split_dialogues(corpus(10), (0.5, 0.5))
+
+
+def test_a_shared_field_keeps_dialogues_together_and_strata_are_cut_alike():
+    data = corpus(200)
+    for d in data:
+        d.meta = {"scenario": f"s{int(d.id[1:]) // 2}", "band": "6-8" if int(d.id[1:]) % 4 < 2 else "9-12"}
+    splits = split_dialogues(data, (0.8, 0.1, 0.1), seed=5, group_by="meta.scenario", stratify_by=("meta.band",))
+    where = {d.id: name for name, part in splits.items() for d in part}
+    assert all(where[f"d{2 * i}"] == where[f"d{2 * i + 1}"] for i in range(100))
+    for band in ("6-8", "9-12"):
+        sizes = {name: sum(d.meta["band"] == band for d in part) for name, part in splits.items()}
+        assert sizes == {"train": 80, "dev": 10, "test": 10}
+    with pytest.raises(ValueError, match="unknown field"):
+        split_dialogues(data, group_by="scenario")

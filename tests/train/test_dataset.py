@@ -122,3 +122,16 @@ def test_collate_pads_unpacked_samples_with_a_mask(fixture_tokenizer, tiny_dialo
 def test_invalid_long_dialogue_mode(fixture_tokenizer):
     with pytest.raises(ValueError, match="long_dialogues"):
         encode_dialogue(fixture_tokenizer, _dialogue(1), SYSTEM, max_len=64, long_dialogues="drop")
+
+
+def test_the_short_persona_prompt_follows_each_dialogues_age_band(fixture_tokenizer):
+    from qiaoban.train.config import config_from_dict
+    from qiaoban.train.trainer import system_prompt_for
+
+    config = config_from_dict({"data": {"train": "x.jsonl", "system_prompt": "persona-short"}})
+    prompt = system_prompt_for(config)
+    young, teen = _dialogue(1), _dialogue(1)
+    young.meta, teen.meta = {"age_band": "6-8"}, {"age_band": "16-18"}
+    assert "六到八岁" in prompt(young) and "十六到十八岁" in prompt(teen)
+    [sample] = encode_dialogue(fixture_tokenizer, young, prompt, max_len=1024)
+    assert "六到八岁" in fixture_tokenizer.decode(sample.input_ids)

@@ -79,3 +79,19 @@ def test_config_files_load_and_overrides_apply():
         load_config("configs/lora_1.5b_cpu.yaml", ["optim.learning_rate=1"])
     with pytest.raises(ValueError, match="method must be one of"):
         load_config("configs/lora_1.5b_cpu.yaml", ["method=qlora"])
+
+
+def test_lora_on_the_upper_layers_only_adapts_those_blocks_and_trains(tiny_model_dir, tiny_dialogues_path,
+                                                                       tmp_path):
+    import re
+
+    from qiaoban.train.trainer import apply_method, load_model
+
+    config = _config(tiny_model_dir, tiny_dialogues_path, tmp_path / "run", max_steps=2)
+    config.lora.layers = [1]
+    model = apply_method(load_model(config, tiny_model_dir), config)
+    adapted = {int(m.group(1)) for name, p in model.named_parameters()
+               if p.requires_grad and (m := re.search(r"layers\.(\d+)\.", name))}
+    assert adapted == {1}
+    metrics = run_training(config, compare_base=False)
+    assert metrics["steps"] == 2 and all(loss > 0 for loss in metrics["train_losses"])

@@ -58,8 +58,11 @@ class Persona:
         if self.age_band not in bands:
             raise ValueError(f"unknown age band {self.age_band!r}; choose one of {', '.join(bands)}")
 
-    def system_prompt(self) -> str:
-        template = resources.files("qiaoban.chat").joinpath("prompts/system_zh.md").read_text("utf-8")
+    def system_prompt(self, short: bool = False) -> str:
+        """The coaching prompt for an untuned model; `short`: the persona line alone, for a model that was tuned
+        on the gold corpus and has learned the behaviour (the line it was trained with)."""
+        name = "prompts/system_short_zh.md" if short else "prompts/system_zh.md"
+        template = resources.files("qiaoban.chat").joinpath(name).read_text("utf-8")
         return template.format(name=self.name, age_desc=_persona_data()["age_bands"][self.age_band]).strip()
 
 

@@ -135,11 +135,20 @@ def split(
     seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
     ratios: Annotated[str, typer.Option(help="train,dev,test shares summing to 1.")] = "0.8,0.1,0.1",
     format: Annotated[str | None, typer.Option("--format", "-f", help=FORMAT_HELP)] = None,
+    group_by: Annotated[str | None, typer.Option(
+        help="Dialogues sharing this field stay on one side, e.g. meta.scenario.")] = None,
+    stratify: Annotated[str | None, typer.Option(
+        help="Comma-separated fields cut in the same shares, e.g. meta.category,meta.age_band.")] = None,
 ) -> None:
-    """Seeded split by dialogue; near-duplicates stay on one side; independent of the file's order."""
+    """Seeded split by dialogue; near-duplicates stay on one side; independent of the file's order.
+
+    Example: qiaoban data split corpora/coach-gold/dialogues.jsonl -o corpora/coach-gold --group-by meta.scenario
+    --stratify meta.category,meta.age_band"""
     try:
         shares = tuple(float(x) for x in ratios.split(","))
-        parts = split_dialogues(import_corpus(file, format), shares, seed, names=SPLIT_NAMES[: len(shares)])
+        fields = tuple(f.strip() for f in (stratify or "").split(",") if f.strip())
+        parts = split_dialogues(import_corpus(file, format), shares, seed, names=SPLIT_NAMES[: len(shares)],
+                                group_by=group_by, stratify_by=fields)
     except (DialogueFormatError, OSError, ValueError) as err:
         raise _fail(str(err)) from None
     out_dir.mkdir(parents=True, exist_ok=True)

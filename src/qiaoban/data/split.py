@@ -2,13 +2,16 @@
 
 Each dialogue gets a rank from a hash of (seed, id), so the split does not depend on the order of the input;
 dialogues are taken in rank order and cut at exact counts. Near-duplicate dialogues form one group that goes
-to one split, so a paraphrase of a test dialogue cannot leak into training.
+to one split, so a paraphrase of a test dialogue cannot leak into training; so do dialogues that share a
+`group_by` field (e.g. `meta.scenario`). With `stratify_by` fields (e.g. `meta.category`, `meta.age_band`)
+every combination of their values is cut in the same shares.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from qiaoban.data.dedup import NearDuplicateIndex, dialogue_text
 from qiaoban.dialogue import Dialogue, content_id
@@ -21,6 +24,18 @@ def _rank(seed: int, dialogue: Dialogue) -> tuple[bytes, str]:
     return digest, content_id(dialogue.turns)  # content breaks ties between repeated ids
 
 
+def field_value(dialogue: Dialogue, name: str) -> Any:
+    """`topic`, `emotion`, `source`, `id` or `meta.KEY` (dotted, nested) of a dialogue; None when absent."""
+    if not name.startswith("meta."):
+        if name not in ("id", "topic", "emotion", "source"):
+            raise ValueError(f"unknown field {name!r}: use id, topic, emotion, source or meta.KEY")
+        return getattr(dialogue, name) or None
+    value: Any = dialogue.meta
+    for part in name.split(".")[1:]:
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def split_dialogues(
     dialogues: Iterable[Dialogue],
     ratios: tuple[float, ...] = (0.8, 0.1, 0.1),
@@ -29,9 +44,11 @@ def split_dialogues(
     names: tuple[str, ...] = SPLIT_NAMES,
     group_near_duplicates: bool = True,
     threshold: float = 0.85,
+    group_by: str | None = None,
+    stratify_by: Sequence[str] = (),
 ) -> dict[str, list[Dialogue]]:
-    """Split by dialogue: {name: dialogues}, sizes round(ratio * n) (groups of near-duplicates may shift a
-    boundary by a few). Deterministic for a seed and independent of input order."""
+    """Split by dialogue: {name: dialogues}, sizes round(ratio * n) per stratum (groups may shift a boundary by
+    a few). Deterministic for a seed and independent of input order."""
     if len(ratios) != len(names):
         raise ValueError(f"{len(ratios)} ratios for {len(names)} splits ({', '.join(names)})")
     if any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
@@ -39,15 +56,35 @@ def split_dialogues(
     ranked = sorted(dialogues, key=lambda d: _rank(seed, d))
 
     groups: dict[int, list[Dialogue]] = {}  # first member's rank position -> members
-    if group_near_duplicates:
-        index = NearDuplicateIndex(threshold=threshold)
-        for position, d in enumerate(ranked):
-            twin = index.add(str(position), dialogue_text(d))
-            groups.setdefault(position if twin is None else int(twin), []).append(d)
-    else:
-        groups = {position: [d] for position, d in enumerate(ranked)}
+    index = NearDuplicateIndex(threshold=threshold) if group_near_duplicates else None
+    leader_of: dict[int, int] = {}  # rank position -> the position that leads its group
+    first_with_value: dict[str, int] = {}
+    for position, d in enumerate(ranked):
+        leader = position
+        if index is not None and (twin := index.add(str(position), dialogue_text(d))) is not None:
+            leader = leader_of[int(twin)]
+        value = field_value(d, group_by) if group_by else None
+        if value is not None:
+            # A dialogue that is a near-duplicate of one group and shares a field with another joins the first.
+            leader = first_with_value.setdefault(str(value), leader)
+        leader_of[position] = leader
+        groups.setdefault(leader, []).append(d)
 
-    total = len(ranked)
+    strata: dict[tuple, dict[int, list[Dialogue]]] = {}
+    for leader, members in groups.items():
+        stratum = tuple(str(field_value(members[0], f)) for f in stratify_by)
+        strata.setdefault(stratum, {})[leader] = members
+    splits: dict[str, list[Dialogue]] = {name: [] for name in names}
+    for stratum in sorted(strata):
+        for name, part in _cut(strata[stratum], ratios, names).items():
+            splits[name].extend(part)
+    return splits
+
+
+def _cut(groups: dict[int, list[Dialogue]], ratios: tuple[float, ...], names: tuple[str, ...]
+         ) -> dict[str, list[Dialogue]]:
+    """Groups in rank order, cut at round(cumulative ratio * n)."""
+    total = sum(len(members) for members in groups.values())
     bounds, running = [], 0.0
     for ratio in ratios:
         running += ratio

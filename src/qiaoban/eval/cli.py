@@ -88,6 +88,10 @@ def run(
     as_deployed: Annotated[bool, typer.Option("--as-deployed/--raw", help=(
         "Score replies after the chat's spoken-style filter (markdown stripped), as a child sees them; "
         "default: the raw model output."))] = False,
+    through_engine: Annotated[bool, typer.Option("--through-engine", help=(
+        "Answer through the whole chat engine (persona for the dialogue's meta.age_band, the safety guard on "
+        "both sides, the engine's reply filters): what a child receives. For `eval annotate`."))] = False,
+    safety: Annotated[bool, typer.Option(help="With --through-engine: the safety guard on (default).")] = True,
     max_tokens: Annotated[int, typer.Option(help="Longest generated reply.")] = 160,
     temperature: Annotated[float, typer.Option()] = 0.7,
     seed: Annotated[int, typer.Option(help="Sampling seed (a rerun reproduces the replies).")] = 0,
@@ -106,6 +110,7 @@ def run(
     from qiaoban.eval.judge import REPLY_DIMENSIONS
     from qiaoban.eval.perplexity import scorer_for
     from qiaoban.eval.pipeline import run_eval
+    from qiaoban.eval.simulate import make_guard
     from qiaoban.models import ModelError
 
     dims = tuple(d.strip() for d in judge_dims.split(",") if d.strip())
@@ -122,8 +127,10 @@ def run(
         if ppl:
             scorer = scorer_for(llm, n_ctx=ppl_context)
         judge = _judge(out, judge_base_url, judge_model, judge_samples, judge_temperature, judge_workers)
+        guard = make_guard()[0] if through_engine and safety else None
         result = run_eval(llm, dialogues, out, adapter=adapter, label=label, gen=gen, as_deployed=as_deployed,
-                          scorer=scorer, judge=judge, judge_dimensions=dims, safety_data=safety_data, data_path=data)
+                          through_engine=through_engine, guard=guard, scorer=scorer, judge=judge,
+                          judge_dimensions=dims, safety_data=safety_data, data_path=data)
     except (ModelError, BackendError) as err:
         typer.echo(f"error: {err} (finished calls are cached in {out / 'cache'}; rerun to resume)", err=True)
         raise typer.Exit(1) from None
@@ -240,12 +247,93 @@ def report(
     runs: Annotated[list[Path], typer.Argument(help="Run directories to compare, side by side.")],
     out: Annotated[Path, typer.Option(help="The HTML file to write; report.json goes next to it.")] = Path(
         "report.html"),
+    annotations: Annotated[list[Path] | None, typer.Option(
+        "--annotations", help="A sheet directory whose judgements were imported (`eval annotate import`); "
+                              "repeatable.")] = None,
 ) -> None:
     """One self-contained HTML page (tables, radar and length charts) and report.json, bootstrap CIs on means."""
     from qiaoban.eval.report import ReportError, write_report
 
     try:
-        summary = write_report(runs, out)
+        summary = write_report(runs, out, annotations=annotations or [])
     except ReportError as err:
         raise typer.BadParameter(str(err)) from None
     typer.echo(f"wrote {out} and {out.parent / 'report.json'} ({len(summary['models'])} models)")
+
+
+annotate_app = typer.Typer(
+    help="\n\n".join([
+        "Blind pairwise judgements of two runs on the same contexts, by people (or a judge model).",
+        "`export` writes DIR/sheet.html (open it in a browser: A / B / tie per criterion, keyboard shortcuts, "
+        "progress kept, a button downloads the judgements), DIR/sheet.jsonl, and DIR/key.json (which run is A on "
+        "each item; keep it away from raters). `judge` lets an OpenAI-compatible model fill the same sheet. "
+        "`import` unblinds the judgement files: win rate with a 95% bootstrap interval over items, tie rate, "
+        "Krippendorff's alpha; DIR/results.json, shown by `eval report --annotations DIR`.",
+        "Example: qiaoban eval run --data corpora/coach-gold/test.jsonl --through-engine --out runs/eval/base",
+        "Example: qiaoban eval annotate export runs/eval/trained runs/eval/base --out runs/annotate/r1",
+        "Example: qiaoban eval annotate import runs/annotate/r1 alice.jsonl bob.jsonl carol.jsonl",
+    ]),
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(annotate_app, name="annotate")
+
+
+@annotate_app.command("export")
+def annotate_export(
+    run_a: Annotated[Path, typer.Argument(help="Run directory of the first model (its win rate is reported).")],
+    run_b: Annotated[Path, typer.Argument(help="Run directory of the second model, on the same test data.")],
+    out: Annotated[Path, typer.Option(help="Sheet directory to write.")],
+    seed: Annotated[int, typer.Option(help="Seed of the item choice and of the A/B order.")] = 0,
+    per_dialogue: Annotated[int, typer.Option(help="Cuts (child turns) taken from each dialogue.")] = 1,
+    limit: Annotated[int | None, typer.Option(help="At most this many items.")] = None,
+) -> None:
+    """Write a blind pairwise sheet (HTML and JSONL) and its key for the items both runs answered."""
+    from qiaoban.eval.annotate import export_sheet
+    from qiaoban.eval.report import ReportError
+
+    try:
+        key = export_sheet(run_a, run_b, out, seed=seed, per_dialogue=per_dialogue, limit=limit)
+    except ReportError as err:
+        raise typer.BadParameter(str(err)) from None
+    typer.echo(f"{out / 'sheet.html'}: {len(key['items'])} items (sheet {key['sheet']}); the key is "
+               f"{out / 'key.json'}")
+
+
+@annotate_app.command("judge")
+def annotate_judge(
+    sheet: Annotated[Path, typer.Argument(help="Sheet directory from `annotate export`.")],
+    judge_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible judge endpoint.")] = None,
+    judge_model: JudgeModelOpt = None,
+    rater: Annotated[str | None, typer.Option(help="Rater name written to the judgements (default: the model).")] = None,
+) -> None:
+    """A judge model fills the sheet in both A/B orders (an order-dependent choice is a tie)."""
+    from qiaoban.eval.annotate import AnnotationError, fill_with_judge
+    from qiaoban.models import ModelError
+
+    if not judge_base_url and not judge_model:
+        raise typer.BadParameter("give --judge-base-url and/or --judge-model")
+    try:
+        llm = (load_backend("openai", base_url=judge_base_url, api_model=judge_model or "default") if judge_base_url
+               else load_backend("llama", model=judge_model))
+        path = fill_with_judge(llm, sheet, rater=rater or judge_model or llm.name)
+    except (AnnotationError, ModelError, BackendError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2 if isinstance(err, AnnotationError) else 1) from None
+    typer.echo(f"wrote {path}")
+
+
+@annotate_app.command("import")
+def annotate_import(
+    sheet: Annotated[Path, typer.Argument(help="Sheet directory from `annotate export` (holds key.json).")],
+    judgements: Annotated[list[Path], typer.Argument(help="Judgement JSONL files downloaded from the sheet.")],
+) -> None:
+    """Unblind the judgements: per criterion win rate (95% CI), tie rate, Krippendorff's alpha; results.json."""
+    from qiaoban.eval.annotate import AnnotationError, import_judgements
+
+    try:
+        results = import_judgements(sheet, judgements)
+    except AnnotationError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(results, ensure_ascii=False, indent=2))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from qiaoban.backends import Backend, GenerationConfig
-from qiaoban.chat import Persona
+from qiaoban.chat import Guard, Persona
 from qiaoban.dialogue import Dialogue
 from qiaoban.eval.cache import JsonlCache, stable_hash
 from qiaoban.eval.generate import EVAL_GENERATION, eval_items, generate_replies, model_id
@@ -33,6 +33,8 @@ def run_eval(
     label: str | None = None,
     gen: GenerationConfig = EVAL_GENERATION,
     as_deployed: bool = False,
+    through_engine: bool = False,
+    guard: Guard | None = None,
     scorer: Scorer | None = None,
     judge: Judge | None = None,
     judge_dimensions: tuple[str, ...] = REPLY_DIMENSIONS,
@@ -43,7 +45,9 @@ def run_eval(
 ) -> dict[str, Any]:
     """Evaluate one model on `dialogues`; returns the run description written to DIR/run.json.
 
-    `system_prompt` defaults to the companion's (`Persona().system_prompt()`), as deployed.
+    `system_prompt` defaults to the companion's (`Persona().system_prompt()`), as deployed. `through_engine`
+    answers every item through the chat engine (persona per age band, `guard` on both sides), as a child would
+    receive it.
     """
     out = Path(out_dir)
     (out / "cache").mkdir(parents=True, exist_ok=True)
@@ -51,7 +55,8 @@ def run_eval(
     started = time.time()
     items = list(eval_items(dialogues))
     records = generate_replies(backend, items, JsonlCache(out / "cache" / "generations.jsonl"), adapter=adapter,
-                               gen=gen, system_prompt=system_prompt, as_deployed=as_deployed, progress=progress)
+                               gen=gen, system_prompt=system_prompt, as_deployed=as_deployed,
+                               through_engine=through_engine, guard=guard, progress=progress)
     for record in records:
         record.update(reference_scores(record["reply"], record["reference"]))
         record.update(reply_stats(record["reply"]))
@@ -76,7 +81,7 @@ def run_eval(
         "items": len(records),
         "unscored_assistant_turns": sum(t.role == "assistant" for d in dialogues for t in d.turns) - len(records),
         "generation": {k: v for k, v in asdict(gen).items() if k != "timeout_s"},
-        "style": "spoken (as deployed: qiaoban.chat.style.spoken applied)" if as_deployed else "raw model output",
+        "style": _style(as_deployed, through_engine, guard),
         "system_prompt_hash": stable_hash(system_prompt),
         "perplexity": "computed" if scorer is not None else "not available for this backend (no logits)",
         "judge": {**judge.describe(), "dimensions": list(judge_dimensions), "calls": judge.calls} if judge else None,
@@ -84,6 +89,12 @@ def run_eval(
     }
     (out / "run.json").write_text(json.dumps(run, ensure_ascii=False, indent=2), encoding="utf-8")
     return run
+
+
+def _style(as_deployed: bool, through_engine: bool, guard: Guard | None) -> str:
+    if through_engine:
+        return f"through the chat engine ({'guard: ' + type(guard).__name__ if guard else 'no guard'})"
+    return "spoken (as deployed: qiaoban.chat.style.spoken applied)" if as_deployed else "raw model output"
 
 
 def safety_score(path: str | Path | None) -> dict[str, Any]:

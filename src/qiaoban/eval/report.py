@@ -179,11 +179,22 @@ def build_report(run_dirs: Sequence[str | Path]) -> tuple[dict[str, Any], list[d
     return summary, loaded
 
 
-def write_report(run_dirs: Sequence[str | Path], out_html: str | Path) -> dict[str, Any]:
-    """Write OUT.html and report.json next to it; returns the JSON summary."""
+def load_annotations(sheet_dir: str | Path) -> dict[str, Any]:
+    """DIR/results.json of a blind pairwise sheet (`qiaoban eval annotate import`)."""
+    path = Path(sheet_dir) / "results.json"
+    if not path.is_file():
+        raise ReportError(f"{sheet_dir} has no results.json; run `qiaoban eval annotate import` on it first")
+    return json.loads(path.read_text("utf-8"))
+
+
+def write_report(run_dirs: Sequence[str | Path], out_html: str | Path,
+                 annotations: Sequence[str | Path] = ()) -> dict[str, Any]:
+    """Write OUT.html and report.json next to it; returns the JSON summary. `annotations`: sheet directories
+    whose blind pairwise judgements were imported."""
     out_html = Path(out_html)
     out_html.parent.mkdir(parents=True, exist_ok=True)
     summary, loaded = build_report(run_dirs)
+    summary["annotations"] = [load_annotations(d) for d in annotations]
     (out_html.parent / "report.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), "utf-8")
     out_html.write_text(render_html(summary, loaded), "utf-8")
     return summary
@@ -351,10 +362,33 @@ def render_html(summary: dict[str, Any], loaded: list[dict[str, Any]]) -> str:
         out.append(histogram_svg(references, "#999", f"reference replies (n={len(references)})"))
     out.append("</div>")
 
+    out.append(_annotations_html(summary.get("annotations") or []))
     out.append(_simulation_html(models, loaded))
     out.append(_safety_html(models))
     out.append(_examples_html(loaded))
     out.append("</body></html>")
+    return "\n".join(out)
+
+
+def _annotations_html(sheets: list[dict[str, Any]]) -> str:
+    if not sheets:
+        return ""
+    out = ["<h2>Blind pairwise judgements</h2>"]
+    for sheet in sheets:
+        first, second = sheet["runs"]
+        out.append(f"<p>Sheet {_e(sheet['sheet'])}: <b>{_e(first)}</b> vs <b>{_e(second)}</b>, "
+                   f"{sheet['items_on_sheet']} items, raters: {_e(', '.join(sheet['raters']))}. Win rate of "
+                   f"{_e(first)} among non-tie judgements, 95% bootstrap interval over items; Krippendorff's "
+                   "alpha (ordinal) between raters.</p>")
+        out.append(f"<table><tr><th>criterion</th><th>judgements</th><th>{_e(first)} wins</th>"
+                   f"<th>{_e(second)} wins</th><th>ties</th><th>win rate of {_e(first)}</th><th>alpha</th></tr>")
+        for criterion, r in sheet["criteria"].items():
+            out.append(f"<tr><td>{_e(criterion)}</td><td class=num>{r['judgements']}</td>"
+                       f"<td class=num>{r['first_wins']}</td><td class=num>{r['second_wins']}</td>"
+                       f"<td class=num>{r['ties']} ({_fmt(r['tie_rate'])})</td>"
+                       f"<td class=num>{_fmt(r['win_rate'], r['win_rate_ci'])}</td>"
+                       f"<td class=num>{_fmt(r['alpha'])}</td></tr>")
+        out.append("</table>")
     return "\n".join(out)
 
 

@@ -59,7 +59,8 @@ def app(
     """
     import uvicorn
 
-    from qiaoban.serve.app import ServeSettings, create_app
+    from qiaoban.serve.app import create_app
+    from qiaoban.serve.deps import ServeSettings
 
     if guardian_token is not None and len(guardian_token) < MIN_TOKEN_CHARS:
         raise typer.BadParameter(f"use at least {MIN_TOKEN_CHARS} characters", param_hint="--guardian-token")

@@ -17,14 +17,14 @@ import hmac
 import time
 from dataclasses import asdict
 from functools import cache
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 import jinja2
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from qiaoban.serve.app import PAGE_HEADERS, Server, server_of
+from qiaoban.serve.deps import PAGE_HEADERS, Server, ServerDep
 from qiaoban.serve.errors import ApiError
 
 router = APIRouter(tags=["guardian"])
@@ -63,24 +63,24 @@ def authorized(request: Request, token: str) -> bool:
     return hmac.compare_digest(cookie_value(token), request.cookies.get(COOKIE, ""))
 
 
-def require_guardian(request: Request) -> Server:
-    server = server_of(request)
+def require_guardian(request: Request, server: ServerDep) -> Server:
     if not authorized(request, enabled_token(server)):
         raise ApiError(401, "a guardian token is required", code="unauthorized")
     return server
 
 
+GuardianDep = Annotated[Server, Depends(require_guardian)]
+
+
 @router.get("/api/guardian/events")
-def guardian_events(request: Request, limit: int = Query(100, ge=1, le=1000),
+def guardian_events(server: GuardianDep, limit: int = Query(100, ge=1, le=1000),
                     session_id: str | None = None) -> dict[str, Any]:
-    server = require_guardian(request)
     return {"events": [asdict(e) for e in server.events.list(limit, session_id)],
             "transcripts_stored": server.settings.store_transcripts}
 
 
 @router.get("/api/guardian/sessions")
-def guardian_sessions(request: Request, limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
-    server = require_guardian(request)
+def guardian_sessions(server: GuardianDep, limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
     if not server.settings.store_transcripts:
         raise ApiError(403, "transcripts are not shown: the server was started without --store-transcripts",
                        code="transcripts_disabled")
@@ -88,8 +88,7 @@ def guardian_sessions(request: Request, limit: int = Query(50, ge=1, le=500)) ->
 
 
 @router.get("/guardian", response_class=HTMLResponse, include_in_schema=False)
-def guardian_page(request: Request, token: str | None = None) -> Response:
-    server = server_of(request)
+def guardian_page(request: Request, server: ServerDep, token: str | None = None) -> Response:
     configured = server.settings.guardian_token
     if not configured:
         return HTMLResponse(page("disabled"), status_code=404, headers=PAGE_HEADERS)
@@ -105,8 +104,8 @@ def guardian_page(request: Request, token: str | None = None) -> Response:
 
 
 @router.post("/guardian/login", include_in_schema=False)
-async def guardian_login(request: Request) -> Response:
-    configured = enabled_token(server_of(request))
+async def guardian_login(request: Request, server: ServerDep) -> Response:
+    configured = enabled_token(server)
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     return sign_in(configured, (form.get("token") or [""])[0])
 

@@ -13,14 +13,14 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from qiaoban.backends import GenerationConfig
 from qiaoban.chat import Reply
 from qiaoban.dialogue import Turn
-from qiaoban.serve.app import Server, server_of
+from qiaoban.serve.deps import Server, ServerDep
 from qiaoban.serve.errors import ApiError
 from qiaoban.serve.jobs import Job
 from qiaoban.serve.streaming import SSE_HEADERS, job_events, sse, wait_reply
@@ -69,15 +69,13 @@ class ChatCompletionRequest(BaseModel):
 
 
 @router.get("/models")
-def list_models(request: Request) -> dict[str, Any]:
-    server = server_of(request)
+def list_models(server: ServerDep) -> dict[str, Any]:
     return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "qiaoban"}
                                        for name in server.model_ids]}
 
 
 @router.post("/chat/completions", response_model=None)
-async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
-    server = server_of(request)
+async def chat_completions(body: ChatCompletionRequest, server: ServerDep) -> JSONResponse | StreamingResponse:
     if body.model not in server.model_ids:
         raise ApiError(404, f"the model {body.model!r} does not exist; this server has {', '.join(server.model_ids)}",
                        code="model_not_found", param="model")

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from qiaoban.backends import GenerationConfig
 from qiaoban.chat import Persona, Reply
 from qiaoban.dialogue import Turn
-from qiaoban.serve.app import Server, server_of
+from qiaoban.serve.deps import Server, ServerDep
 from qiaoban.serve.errors import ApiError
 from qiaoban.serve.jobs import Job
 from qiaoban.serve.queue import Ticket
@@ -51,8 +51,7 @@ class NewMessage(BaseModel):
 
 
 @router.post("", status_code=201)
-def create_session(request: Request, body: NewSession | None = None) -> dict[str, Any]:
-    server = server_of(request)
+def create_session(server: ServerDep, body: NewSession | None = None) -> dict[str, Any]:
     body = body or NewSession()
     try:
         persona = server.persona(body.name, body.age_band)
@@ -62,20 +61,19 @@ def create_session(request: Request, body: NewSession | None = None) -> dict[str
 
 
 @router.get("/{session_id}")
-def get_session(session_id: str, request: Request) -> dict[str, Any]:
-    return load(server_of(request), session_id).to_dict()
+def get_session(session_id: str, server: ServerDep) -> dict[str, Any]:
+    return load(server, session_id).to_dict()
 
 
 @router.get("/{session_id}/export")
-def export_session(session_id: str, request: Request) -> Response:
-    dialogue = load(server_of(request), session_id).to_dialogue()
+def export_session(session_id: str, server: ServerDep) -> Response:
+    dialogue = load(server, session_id).to_dialogue()
     return Response(dialogue.to_json() + "\n", media_type="application/x-ndjson",
                     headers={"Content-Disposition": f'attachment; filename="qiaoban-{session_id}.jsonl"'})
 
 
 @router.delete("/{session_id}", status_code=204)
-def delete_session(session_id: str, request: Request) -> Response:
-    server = server_of(request)
+def delete_session(session_id: str, server: ServerDep) -> Response:
     if session_id in server.busy_sessions:
         raise ApiError(409, "a reply is still being written; try again when it is done", code="session_busy")
     if not server.store.delete_session(session_id):
@@ -84,8 +82,7 @@ def delete_session(session_id: str, request: Request) -> Response:
 
 
 @router.post("/{session_id}/messages", response_model=None)
-async def post_message(session_id: str, body: NewMessage, request: Request) -> StreamingResponse | JSONResponse:
-    server = server_of(request)
+async def post_message(session_id: str, body: NewMessage, server: ServerDep) -> StreamingResponse | JSONResponse:
     settings = server.settings
     text = body.text.strip()
     if not text:

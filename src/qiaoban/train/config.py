@@ -22,7 +22,8 @@ class DataConfig:
     max_len: int = 512
     long_dialogues: str = "split"  # split | truncate
     packing: bool = True
-    system_prompt: str = "persona"  # "persona" = qiaoban.chat.Persona().system_prompt(); "" = none; else literal text
+    system_prompt: str = "persona"  # "persona": the long coaching prompt; "persona-short": the persona line for each
+    # dialogue's meta.age_band; "" = none; else literal text
     max_eval_samples: int = 64
 
 
@@ -32,6 +33,7 @@ class LoraSpec:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    layers: list[int] | None = None  # block indices to adapt (e.g. the upper ones on a CPU); None = all
 
 
 @dataclass

@@ -14,7 +14,7 @@ system prompt and a child turn), so a 16-turn dialogue is not wasted at a 384-to
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from qiaoban.dialogue import CHAT_ROLE, Dialogue, Turn
@@ -124,12 +124,15 @@ def encode_messages(tokenizer, messages: list[dict[str, str]]) -> tuple[list[int
 def encode_dialogue(
     tokenizer,
     dialogue: Dialogue,
-    system_prompt: str,
+    system_prompt: str | Callable[[Dialogue], str],
     max_len: int,
     long_dialogues: str = "split",
     stats: BuildStats | None = None,
 ) -> list[Sample]:
-    """Samples for one dialogue: one (truncate) or several (split) windows of whole exchanges, each <= max_len."""
+    """Samples for one dialogue: one (truncate) or several (split) windows of whole exchanges, each <= max_len.
+    `system_prompt` may depend on the dialogue (e.g. its age band)."""
+    if callable(system_prompt):
+        system_prompt = system_prompt(dialogue)
     if long_dialogues not in ("split", "truncate"):
         raise ValueError(f"long_dialogues must be 'split' or 'truncate', got {long_dialogues!r}")
     stats = stats if stats is not None else BuildStats()
@@ -166,7 +169,8 @@ def encode_dialogue(
 
 
 def encode_dialogues(
-    tokenizer, dialogues: Iterable[Dialogue], system_prompt: str, max_len: int, long_dialogues: str = "split"
+    tokenizer, dialogues: Iterable[Dialogue], system_prompt: str | Callable[[Dialogue], str], max_len: int,
+    long_dialogues: str = "split",
 ) -> tuple[list[Sample], BuildStats]:
     stats = BuildStats()
     samples = [s for d in dialogues for s in encode_dialogue(tokenizer, d, system_prompt, max_len, long_dialogues, stats)]

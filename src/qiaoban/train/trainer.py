@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,15 @@ from qiaoban.train.dataset import IGNORE_INDEX, Sample, collate, encode_dialogue
 from qiaoban.train.memory import check_fits, hf_param_count, training_bytes
 
 
-def system_prompt_for(config: TrainConfig) -> str:
-    if config.data.system_prompt == "persona":
-        from qiaoban.chat import Persona
+def system_prompt_for(config: TrainConfig) -> str | Callable[[Dialogue], str]:
+    """The prompt every sample starts with: the persona's (long), the persona line for each dialogue's own
+    `meta.age_band` ("persona-short"), none (""), or literal text."""
+    from qiaoban.chat import Persona
 
+    if config.data.system_prompt == "persona":
         return Persona().system_prompt()
+    if config.data.system_prompt == "persona-short":
+        return lambda d: Persona(age_band=d.meta.get("age_band") or Persona().age_band).system_prompt(short=True)
     return config.data.system_prompt
 
 
@@ -140,6 +145,8 @@ def apply_method(model, config: TrainConfig):
         peft_config = LoraConfig(
             task_type=TaskType.CAUSAL_LM, r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
             target_modules=list(spec.target_modules),
+            # Only these blocks get adapters; autograd then never runs backward through the blocks below them.
+            layers_to_transform=list(spec.layers) if spec.layers else None,
         )
     elif config.method == "prefix":
         peft_config = PrefixTuningConfig(
