@@ -106,6 +106,18 @@ class Dialogue:
         return structure_problems(self.turns)
 
 
+def field_value(dialogue: Dialogue, name: str) -> Any:
+    """`topic`, `emotion`, `source`, `id` or `meta.KEY` (dotted, nested) of a dialogue; None when absent."""
+    if not name.startswith("meta."):
+        if name not in ("id", "topic", "emotion", "source"):
+            raise ValueError(f"unknown field {name!r}: use id, topic, emotion, source or meta.KEY")
+        return getattr(dialogue, name) or None
+    value: Any = dialogue.meta
+    for part in name.split(".")[1:]:
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def content_id(turns: Iterable[Turn]) -> str:
     """A stable id from the dialogue's text, for records that arrive without one."""
     digest = hashlib.sha256()

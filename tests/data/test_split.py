@@ -75,3 +75,16 @@ def test_a_shared_field_keeps_dialogues_together_and_strata_are_cut_alike():
         assert sizes == {"train": 80, "dev": 10, "test": 10}
     with pytest.raises(ValueError, match="unknown field"):
         split_dialogues(data, group_by="scenario")
+
+
+def test_stats_count_dialogues_by_fields_and_their_cells():
+    from qiaoban.data.report import dialogue_stats, render_stats
+
+    data = corpus(12)
+    for i, d in enumerate(data):
+        d.meta = {"band": "6-8" if i % 3 else "9-12", "category": "school" if i < 6 else "family"}
+    stats = dialogue_stats(data, by=("meta.category", "meta.band"))
+    assert stats["by"] == {"meta.category": {"family": 6, "school": 6}, "meta.band": {"6-8": 8, "9-12": 4}}
+    assert stats["by_combination"] == {"family × 6-8": 4, "family × 9-12": 2, "school × 6-8": 4,
+                                       "school × 9-12": 2}
+    assert "4 cells, fewest 2" in render_stats(stats)

@@ -117,12 +117,15 @@ def stats(
     format: Annotated[str | None, typer.Option("--format", "-f", help=FORMAT_HELP)] = None,
     no_safety: Annotated[bool, typer.Option("--no-safety", help="Skip the safety screen when counting rejections.")] = False,
     gates: Annotated[Path | None, typer.Option(help=GATES_HELP)] = None,
+    by: Annotated[str | None, typer.Option(
+        help="Comma-separated fields to count dialogues by, e.g. meta.category,meta.age_band (and each cell).")] = None,
 ) -> None:
     """Counts, turns per dialogue, characters per turn by role, topics, emotions, sources, rejection reasons."""
     config = _gate_config(gates, no_safety, None)
+    fields = tuple(f.strip() for f in (by or "").split(",") if f.strip())
     try:
         dialogues = tqdm(import_corpus(file, format), desc="reading", unit="dlg", leave=False, disable=as_json)
-        result = dialogue_stats(dialogues, config)
+        result = dialogue_stats(dialogues, config, by=fields)
     except (DialogueFormatError, OSError, ValueError, RuntimeError) as err:
         raise _fail(str(err)) from None
     typer.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_stats(result))

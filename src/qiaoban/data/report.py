@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from tqdm import tqdm
 from qiaoban.data.dedup import NearDuplicateIndex, dialogue_text
 from qiaoban.data.gates import REASONS, Finding, GateConfig, check_dialogue, explain_dialogue
 from qiaoban.data.importers import CorpusRecordError, detect_format, import_corpus
-from qiaoban.dialogue import Dialogue
+from qiaoban.dialogue import Dialogue, field_value
 
 # Defects that concern the corpus rather than one dialogue's content.
 CORPUS_REASONS: dict[str, str] = {
@@ -164,10 +164,11 @@ def _summary(values: list[int]) -> dict[str, float]:
 
 
 def dialogue_stats(
-    dialogues: Iterable[Dialogue], config: GateConfig | None = None, *, top: int = 20
+    dialogues: Iterable[Dialogue], config: GateConfig | None = None, *, top: int = 20, by: Sequence[str] = ()
 ) -> dict[str, Any]:
     """Counts, turns per dialogue, characters per turn by role, topics, emotions, sources, and how many
-    dialogues each gate rejects (with `config`, default GateConfig())."""
+    dialogues each gate rejects (with `config`, default GateConfig()); `by`: dialogue counts per value of each
+    field (`meta.category`, ...), and per combination when there are two or more."""
     config = config or GateConfig()
     turns_per: list[int] = []
     chars: dict[str, list[int]] = {"child": [], "assistant": []}
@@ -175,8 +176,15 @@ def dialogue_stats(
     emotions: Counter[str] = Counter()
     sources: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
+    fields: dict[str, Counter[str]] = {name: Counter() for name in by}
+    combined: Counter[str] = Counter()
     accepted = 0
     for d in dialogues:
+        values = [str(field_value(d, name)) for name in by]
+        for name, value in zip(by, values, strict=True):
+            fields[name][value] += 1
+        if len(by) > 1:
+            combined[" × ".join(values)] += 1
         turns_per.append(len(d.turns))
         for turn in d.turns:
             chars[turn.role].append(len(turn.text))
@@ -196,6 +204,8 @@ def dialogue_stats(
         "emotions": dict(emotions.most_common()),
         "sources": dict(sources.most_common()),
         "rejection_reasons": dict(reasons.most_common()),
+        "by": {name: dict(sorted(counts.items())) for name, counts in fields.items()},
+        **({"by_combination": dict(sorted(combined.items()))} if len(by) > 1 else {}),
     }
 
 
@@ -218,5 +228,9 @@ def render_stats(stats: dict[str, Any]) -> str:
         f"emotions: {counts(stats['emotions'])}",
         f"topics ({stats['topics']['distinct']} distinct), most common: {counts(stats['topics']['top'])}",
         f"rejection reasons (dialogues): {counts(stats['rejection_reasons'])}",
+        *(f"by {name}: {counts(values)}" for name, values in stats.get("by", {}).items()),
     ]
+    if stats.get("by_combination"):
+        values = stats["by_combination"]
+        lines.append(f"by combination ({len(values)} cells, fewest {min(values.values())}): {counts(values)}")
     return "\n".join(lines)

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from qiaoban.data.dedup import NearDuplicateIndex, dialogue_text
-from qiaoban.dialogue import Dialogue, content_id
+from qiaoban.dialogue import Dialogue, content_id, field_value
 
 SPLIT_NAMES = ("train", "dev", "test")
 
@@ -22,18 +21,6 @@ SPLIT_NAMES = ("train", "dev", "test")
 def _rank(seed: int, dialogue: Dialogue) -> tuple[bytes, str]:
     digest = hashlib.sha256(f"{seed}\x1f{dialogue.id}".encode()).digest()
     return digest, content_id(dialogue.turns)  # content breaks ties between repeated ids
-
-
-def field_value(dialogue: Dialogue, name: str) -> Any:
-    """`topic`, `emotion`, `source`, `id` or `meta.KEY` (dotted, nested) of a dialogue; None when absent."""
-    if not name.startswith("meta."):
-        if name not in ("id", "topic", "emotion", "source"):
-            raise ValueError(f"unknown field {name!r}: use id, topic, emotion, source or meta.KEY")
-        return getattr(dialogue, name) or None
-    value: Any = dialogue.meta
-    for part in name.split(".")[1:]:
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
 
 
 def split_dialogues(
