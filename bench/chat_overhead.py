@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 
 from llama_cpp import Llama
@@ -26,6 +27,7 @@ from qiaoban.dialogue import Turn
 from qiaoban.models import ensure_model
 
 PROMPT = "我今天在学校被同学起外号了，我很生气，也有点难过。"
+FOLLOW_UP = "他们叫我小胖子，大家都在笑。"
 
 
 def decode_rate(tokens: int, ttft: float, total: float) -> float:
@@ -103,6 +105,45 @@ def main() -> None:
     # The engine stops the model at the first sentence end past 60 characters; up to there the tokens must agree.
     same = sum(bool(o["text"]) and r["text"].startswith(o["text"]) for o, r in zip(ours, raws, strict=True))
     print(f"  the engine's text is the start of raw's in {same}/{args.runs} run pairs (greedy, same prompt)")
+    print()
+    first_message_report(engine, args.runs)
+
+
+def first_message(engine: ChatEngine, cache_dir: str) -> dict:
+    """TTFT of a conversation's first reply (cold, and after restoring the cached system prompt) and of its
+    second reply; each from a reset KV cache."""
+    backend = engine.backend
+    engine.reset()
+    backend.llm.reset()
+    cold = engine.stream(PROMPT)
+    cold.collect()
+    later = engine.stream(FOLLOW_UP)
+    later.collect()
+    engine.reset()
+    backend.llm.reset()
+    start = time.perf_counter()
+    backend.warm(engine.system_prompt, cache_dir)
+    restore = time.perf_counter() - start
+    cached = engine.stream(PROMPT).collect()
+    return {"cold": cold.reply.result.ttft_s, "later": later.reply.result.ttft_s,
+            "cached": restore + cached.result.ttft_s, "restore": restore}
+
+
+def first_message_report(engine: ChatEngine, runs: int) -> None:
+    with tempfile.TemporaryDirectory() as cache_dir:
+        engine.backend.llm.reset()
+        engine.backend.warm(engine.system_prompt, cache_dir)  # builds the cache once, not counted
+        rows = []
+        for i in range(runs):
+            rows.append(first_message(engine, cache_dir))
+            r = rows[-1]
+            print(f"first message run {i + 1}: today {r['cold']:.3f}s | cached {r['cached']:.3f}s "
+                  f"(restore {r['restore']:.3f}s) | later reply {r['later']:.3f}s")
+    cold, cached, later = (statistics.median(r[k] for r in rows) for k in ("cold", "cached", "later"))
+    print(f"\nfirst reply, median of {runs}: today {cold:.3f} s, with the prompt cache {cached:.3f} s, "
+          f"a later reply {later:.3f} s")
+    print(f"  ratio cached first / later reply: {cached / later:.3f}   (target <= 1.2)")
+    print(f"  ratio cached first / today's first: {cached / cold:.3f}   (target <= 0.35)")
 
 
 if __name__ == "__main__":

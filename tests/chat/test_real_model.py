@@ -126,3 +126,36 @@ def test_transformers_backend_streams_the_same_interface(fixture_model_path):
     # Same weights and greedy decoding: the first words agree with llama.cpp's (quantization aside).
     llama_words = load_backend("llama", model="fixture", n_ctx=512).chat(messages, GREEDY).text.split()[:2]
     assert result.text.split()[:2] == llama_words
+
+
+def test_the_system_prompt_state_is_cached_on_disk_verified_and_rebuilt_when_corrupt(tmp_path, fixture_model_path):
+    from qiaoban.backends.llama_cpp import LlamaCppBackend
+
+    system = "You are a kind friend of a child. Answer in one short sentence."
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": "I lost my toy."}]
+    cold = LlamaCppBackend(fixture_model_path, n_ctx=512)
+    expected = cold.chat(messages, GREEDY).text
+    cold.close()
+
+    first = LlamaCppBackend(fixture_model_path, n_ctx=512)
+    assert first.warm(system, tmp_path) == "built"
+    assert first.warm(system, tmp_path) == "ready"  # the context already starts with it
+    assert first.chat(messages, GREEDY).text == expected
+    first.close()
+    [state] = tmp_path.glob("*.npz")
+    [manifest] = tmp_path.glob("*.json")
+    assert json.loads(manifest.read_text())["built_from"]["model"]["path"] == str(fixture_model_path.resolve())
+
+    again = LlamaCppBackend(fixture_model_path, n_ctx=512)
+    assert again.warm(system, tmp_path) == "loaded"
+    assert again.llm.n_tokens == len(again.prompt_prefix(system)) > 10
+    assert again.chat(messages, GREEDY).text == expected  # restored state, same greedy reply
+    again.close()
+
+    state.write_bytes(state.read_bytes()[:1000])  # a torn write
+    torn = LlamaCppBackend(fixture_model_path, n_ctx=512)
+    assert torn.warm(system, tmp_path) == "built"  # never used, rebuilt
+    assert torn.chat(messages, GREEDY).text == expected
+    assert torn.warm("Another prompt.", tmp_path) == "built"  # a different prompt is a different entry
+    torn.close()
+    assert len(list(tmp_path.glob("*.npz"))) == 2

@@ -128,6 +128,11 @@ class Backend(ABC):
     def chat(self, messages: list[Message], gen: GenerationConfig | None = None) -> ChatResult:
         return self.stream_chat(messages, gen).collect()
 
+    def warm(self, system_prompt: str) -> str:
+        """Prepare the start of every conversation under `system_prompt` (llama.cpp: its KV state, cached on
+        disk); says what was done. Other backends leave it to their server."""
+        return "not needed"
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model or connection."""
 

@@ -3,19 +3,25 @@
 The prompt is rendered with the chat template stored in the GGUF (the same Jinja formatter llama-cpp-python
 uses for `create_chat_completion`), so we know its exact token count and can trim history by tokens.
 llama.cpp reuses the longest matching prefix of its KV cache, so a growing conversation only pays for the
-new turn.
+new turn. `warm(system_prompt)` makes the very first turn cheap too: the KV state after the system prompt is
+computed once, saved under `QIAOBAN_HOME/prompt-cache` with what it was built from, and restored by later
+processes; a cache that does not match or does not verify is rebuilt, never used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from qiaoban.backends.base import Backend, BackendError, ChatStream, GenerationConfig, Message, Usage
-from qiaoban.config import default_threads
+from qiaoban.config import default_threads, home
 
 DEFAULT_CONTEXT = 4096
 
@@ -131,6 +137,74 @@ class LlamaCppBackend(Backend):
                     pieces.append(choice["text"])
                     yield choice["text"]
             usage.completion_tokens = self.count_text_tokens("".join(pieces)) + (usage.finish_reason == "stop")
+
+    def prompt_prefix(self, system_prompt: str) -> list[int]:
+        """The tokens every conversation under `system_prompt` starts with (up to the first child message)."""
+        first, _ = self.render_prompt([{"role": "system", "content": system_prompt}, {"role": "user", "content": "甲"}])
+        second, _ = self.render_prompt([{"role": "system", "content": system_prompt}, {"role": "user", "content": "乙"}])
+        same = next((i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), min(len(first), len(second)))
+        return first[:same]
+
+    def _built_from(self, tokens: list[int]) -> dict[str, object]:
+        import llama_cpp
+
+        def file_id(path: Path | None) -> dict[str, object] | None:
+            if path is None:
+                return None
+            stat = path.stat()
+            return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+        return {"model": file_id(self.model_path), "adapter": file_id(self.adapter_path), "n_ctx": self.context_length,
+                "llama_cpp": llama_cpp.__version__,
+                "tokens": hashlib.sha256(np.asarray(tokens, dtype=np.int32).tobytes()).hexdigest()}
+
+    def warm(self, system_prompt: str, cache_dir: str | Path | None = None) -> str:
+        """Have the KV state after `system_prompt` in the context: "loaded" from the cache, "built" (and saved),
+        or "ready" when the context already starts with it."""
+        tokens = self.prompt_prefix(system_prompt)
+        with self._lock:
+            if list(self.llm._input_ids[: len(tokens)]) == tokens:
+                return "ready"
+            built_from = self._built_from(tokens)
+            key = hashlib.sha256(json.dumps(built_from, sort_keys=True).encode()).hexdigest()[:24]
+            folder = Path(cache_dir) if cache_dir else home() / "prompt-cache"
+            state_path, manifest_path = folder / f"{key}.npz", folder / f"{key}.json"
+            if self._load_state(state_path, manifest_path, built_from):
+                return "loaded"
+            self.llm.reset()
+            self.llm.eval(tokens)
+            self._save_state(state_path, manifest_path, built_from)
+            return "built"
+
+    def _load_state(self, state_path: Path, manifest_path: Path, built_from: dict[str, object]) -> bool:
+        from llama_cpp.llama import LlamaState
+
+        try:
+            manifest = json.loads(manifest_path.read_text("utf-8"))
+            data = state_path.read_bytes()
+            if manifest["built_from"] != built_from or hashlib.sha256(data).hexdigest() != manifest["sha256"]:
+                return False
+            with np.load(state_path) as saved:
+                raw = saved["llama_state"].tobytes()
+                state = LlamaState(input_ids=saved["input_ids"], scores=saved["scores"],
+                                   n_tokens=int(saved["n_tokens"]), llama_state=raw, llama_state_size=len(raw),
+                                   seed=int(saved["seed"]))
+            self.llm.load_state(state)
+            return True
+        except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError):
+            self.llm.reset()
+            return False
+
+    def _save_state(self, state_path: Path, manifest_path: Path, built_from: dict[str, object]) -> None:
+        state = self.llm.save_state()
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = state_path.with_suffix(".partial.npz")
+        # Only the last position's logits are ever read back (logits_all is off): keep that row alone.
+        np.savez(partial, llama_state=np.frombuffer(state.llama_state, dtype=np.uint8),
+                 input_ids=state.input_ids, scores=state.scores[-1:], n_tokens=state.n_tokens, seed=state.seed)
+        digest = hashlib.sha256(partial.read_bytes()).hexdigest()
+        partial.replace(state_path)
+        manifest_path.write_text(json.dumps({"built_from": built_from, "sha256": digest}, indent=2), "utf-8")
 
     def close(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None

@@ -85,6 +85,7 @@ def chat(
         recorder.guard.preload()
     engine = ChatEngine(llm, persona, gen, guard=recorder.guard if recorder else None)
     try:
+        engine.warm()
         if message is not None:
             _one_shot(engine, message, as_json, recorder)
         else:

@@ -138,6 +138,10 @@ class ChatEngine:
     def reset(self) -> None:
         self.turns = []
 
+    def warm(self) -> str:
+        """Ready the backend for a first message under this persona's system prompt (see `Backend.warm`)."""
+        return self.backend.warm(self.system_prompt)
+
     def stream(self, text: str) -> ReplyStream:
         text = text.strip()
         if not text:

@@ -58,7 +58,7 @@ def create_app(backend: Backend, settings: ServeSettings | None = None) -> FastA
         runner=JobRunner(GenerationQueue(settings.slots, settings.queue_size), settings.request_timeout_s),
     )
 
-    server.persona()  # a bad default age band fails here, at start-up
+    backend.warm(server.persona().system_prompt())  # a bad default age band fails here, at start-up
     guard.preload()
 
     @asynccontextmanager
