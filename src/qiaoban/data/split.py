@@ -57,15 +57,15 @@ def split_dialogues(
         leader_of[position] = leader
         groups.setdefault(leader, []).append(d)
 
-    strata: dict[tuple, dict[int, list[Dialogue]]] = {}
+    # Stratified: each stratum's groups are spread evenly over one ordering (the k-th of n sits at (k + ½) / n),
+    # which is then cut at exact counts, so every stratum is split in the same shares, to within one group.
+    strata: dict[tuple, list[int]] = {}
     for leader, members in groups.items():
-        stratum = tuple(str(field_value(members[0], f)) for f in stratify_by)
-        strata.setdefault(stratum, {})[leader] = members
-    splits: dict[str, list[Dialogue]] = {name: [] for name in names}
-    for stratum in sorted(strata):
-        for name, part in _cut(strata[stratum], ratios, names).items():
-            splits[name].extend(part)
-    return splits
+        strata.setdefault(tuple(str(field_value(members[0], f)) for f in stratify_by), []).append(leader)
+    spread = {leader: ((k + 0.5) / len(leaders), leader)
+              for leaders in strata.values() for k, leader in enumerate(sorted(leaders))}
+    return _cut({position: groups[leader] for position, leader in enumerate(sorted(groups, key=spread.get))},
+                ratios, names)
 
 
 def _cut(groups: dict[int, list[Dialogue]], ratios: tuple[float, ...], names: tuple[str, ...]
