@@ -224,3 +224,19 @@ def test_classifier_catches_phrasing_the_lexicon_lacks():
 
 def test_json_dict_has_exactly_the_public_fields():
     assert set(check("我想离家出走").to_json_dict()) == {"risk", "category", "severity", "score"}
+
+
+@pytest.mark.parametrize(("text", "implicated"), [
+    ("我身上的青是摔的吗 爸爸说家里的事不能往外说 我要不要跟老师说是摔的", "爸爸"),
+    ("妈妈两天没回家了 家里没吃的 我不敢让我妈知道我说了", "妈"),
+])
+def test_who_demands_silence_or_is_feared_is_implicated(text, implicated):
+    verdict = check(text)
+    assert verdict.risk and verdict.abuser == implicated, verdict
+    assert "爸爸妈妈" not in verdict.followup and "班主任" in verdict.followup
+
+
+def test_a_mother_kept_out_of_a_neighbours_secret_is_not_implicated():
+    verdict = check("邻居叔叔让我坐他腿上 还说不能让我妈知道")
+    assert verdict.category == "sexual_abuse" and verdict.abuser is None
+    assert "爸爸妈妈" in verdict.followup

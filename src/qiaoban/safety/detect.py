@@ -17,6 +17,7 @@ from qiaoban.safety.lexicon import (
     neutralized,
     safe_framed,
     scan,
+    silencer_of,
 )
 from qiaoban.safety.policy import categories, respond
 
@@ -107,6 +108,8 @@ def check(text: str, context: Sequence[str] = (), *, model: dict[str, Any] | Non
     abuse_phrases = [h.phrase for h in hits if h.category in ABUSE] + [
         h.phrase for h in earlier if h.category in ABUSE]
     who = abuser_of(abuse_phrases) or (abuser_of([text, *context]) if abuse_phrases else None)
+    if who is None and category in (*ABUSE, "neglect"):
+        who = silencer_of([text, *context])
     response = respond(category, severity, who[0] if who else None)
     return Verdict(
         risk=True, category=category, severity=severity, score=score,

@@ -46,6 +46,7 @@ class _Rules:
     context_cues: tuple[tuple[str, str, re.Pattern], ...]
     context_frames: tuple[tuple[frozenset[str], re.Pattern, re.Pattern], ...]  # (categories, pattern, unless)
     abusers: tuple[tuple[str, re.Pattern], ...]
+    silencers: tuple[tuple[str, re.Pattern], ...]
 
 
 @cache
@@ -75,6 +76,8 @@ def rules() -> _Rules:
         context_frames=tuple((frozenset(f["categories"]), re.compile(f["pattern"]), re.compile(f["unless"]))
                              for f in lex["context_frames"]),
         abusers=tuple((kind, re.compile(p)) for kind, p in lex["abusers"].items()),
+        silencers=tuple((kind, re.compile(p.replace("{who}", f"(?P<who>{who})")))
+                        for kind, who in lex["abusers"].items() for p in lex["silencers"]),
     )
 
 
@@ -163,4 +166,14 @@ def abuser_of(texts: list[str]) -> tuple[str, str] | None:
     for kind, pattern in rules().abusers:
         if match := pattern.search(joined):
             return kind, match.group(0)
+    return None
+
+
+def silencer_of(texts: list[str]) -> tuple[str, str] | None:
+    """(kind, word) for family or a teacher who demands silence, or whom the child fears finding out or
+    punishing ("爸爸说不能往外说", "怕被我妈知道")."""
+    joined = "。".join(normalize(t) for t in texts)
+    for kind, pattern in rules().silencers:
+        if match := pattern.search(joined):
+            return kind, match.group("who")
     return None
