@@ -85,15 +85,40 @@ def test_negation_only_cancels_a_cue_right_before_the_match():
     assert check("我没钱了，想死").risk  # 没 belongs to another clause
 
 
+@pytest.mark.parametrize("text, category", [
+    ("我有时候真的不想活了 哈哈哈开玩笑的", "self_harm"),
+    ("我爸昨天用皮带抽我 开玩笑的啦", "physical_abuse"),
+    ("那个叔叔让我脱衣服拍照 不过都过去了", "sexual_abuse"),
+    ("我爸妈出差一个礼拜了 家里没吃的 不过没事没事 好多了", "neglect"),
+])
+def test_a_frame_never_clears_harm(text, category):
+    verdict = check(text)
+    assert verdict.risk and verdict.category == category and verdict.played_down
+    assert verdict.followup.startswith("谢谢你愿意告诉我")  # thanks the child, never argues
+
+
+def test_played_down_follow_ups_say_it_is_not_deserved_and_still_name_help():
+    verdict = check("我爸打我 不过是我自己不听话")
+    assert verdict.risk and verdict.played_down
+    assert "不是你应该承受的" in verdict.followup and "12355" in verdict.followup
+    assert "爸" not in verdict.followup.split("承受的", 1)[1]  # and not back to the one hurting her
+    assert not check("我爸打我").played_down
+
+
+def test_the_adult_the_child_would_tell_is_not_the_one_implicated():
+    verdict = check("他说这是我们俩的秘密 不能告诉妈妈")
+    assert verdict.risk and verdict.abuser is None and "爸爸妈妈" in verdict.followup
+
+
 def test_real_cue_overrides_the_game_frame():
     assert not scan("游戏里我跳楼了")
     assert scan("不是游戏，我真的想跳楼")
 
 
-def test_a_safe_frame_leaves_a_pattern_hit_to_the_learned_layers():
-    handled = "之前有人抢我的零花钱 我告诉了班主任 已经处理好了"
-    assert scan(handled) and not check(handled).risk
-    assert not check("游泳课比谁憋气久 救生员一直看着").risk
+def test_a_safe_frame_lowers_a_pattern_hit_by_one_step():
+    handled = check("之前有人抢我的零花钱 我告诉了班主任 已经处理好了")
+    assert handled.risk and handled.severity == "concern" and handled.played_down
+    assert not check("游泳课比谁憋气久 救生员一直看着").risk  # a concern frames can clear: the learned layers judge
     # It starts again after the adults stepped in: the classifier still reads it.
     again = check("之前有人抢我的零花钱 老师处理了 可是他们今天又把我堵在厕所里打")
     assert again.risk and again.category == "bullying"

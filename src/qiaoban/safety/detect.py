@@ -14,8 +14,10 @@ from qiaoban.safety.lexicon import (
     abuser_of,
     context_cue,
     context_framed,
+    frame_of,
+    lowered,
     neutralized,
-    safe_framed,
+    played_down,
     scan,
     silencer_of,
 )
@@ -49,6 +51,7 @@ class Verdict:
     matched: list[str] = field(default_factory=list)  # why: "layer:category:severity:phrase"
     abuser: str | None = None  # who hurt the child, when named ("爸爸", "老师"): never send the child back
     head_score: float | None = None  # the LLM head's probability of risk, when it was asked
+    played_down: bool = False  # the child laughed it off, took it back, called it over or normal, or took the blame
 
     def to_json_dict(self) -> dict[str, Any]:
         return {"risk": self.risk, "category": self.category, "severity": self.severity,
@@ -72,9 +75,13 @@ def check(text: str, context: Sequence[str] = (), *, model: dict[str, Any] | Non
     if earlier and (cue := context_cue(text, {h.category for h in earlier})):
         hits.append(cue)
     top = max(hits, key=_rank, default=None)
-    if top and top.severity != "emergency" and (
-            safe_framed(text) or (top.severity == "concern" and context_framed(top.category, text, context))):
-        hits, top = [], None  # over and handled, supervised, a joke, curiosity, a surprise: the learned layers judge
+    framed = bool(top and top.framed)
+    if top and top.severity != "emergency" and not top.framed and (frame := frame_of(text)):
+        framed = frame == "over"
+        top = lowered(top) if framed else None  # played down: lower it; supervised or refused: the learned layers judge
+        hits = [top] if top else []
+    if top and top.severity == "concern" and not top.framed and context_framed(top.category, text, context):
+        hits, top = [], None  # a surprise for mum, a scolding: the learned layers judge
     matched = [f"lexicon:{h.category}:{h.severity}:{h.phrase}" for h in hits]
     probs = classifier.predict(text, model, context)
     risk_prob = 1.0 - probs["benign"]
@@ -110,10 +117,11 @@ def check(text: str, context: Sequence[str] = (), *, model: dict[str, Any] | Non
     who = abuser_of(abuse_phrases) or (abuser_of([text, *context]) if abuse_phrases else None)
     if who is None and category in (*ABUSE, "neglect"):
         who = silencer_of([text, *context])
-    response = respond(category, severity, who[0] if who else None)
+    gentle = framed or played_down(text)
+    response = respond(category, severity, who[0] if who else None, played_down=gentle)
     return Verdict(
         risk=True, category=category, severity=severity, score=score,
         template_reply=response.template, guidance=response.guidance, followup=response.followup,
         matched=matched, abuser=who[1] if who else None,
-        head_score=head_prob,
+        head_score=head_prob, played_down=gentle,
     )

@@ -13,11 +13,15 @@ from qiaoban.safety.text import lexicon, normalize
 SEVERITIES = ("concern", "urgent", "emergency")
 # Categories whose words also fill games, stories, news and history lessons ("我把boss杀了", "秦始皇杀了很多人").
 FICTION_SENSITIVE = ("self_harm", "physical_abuse", "violence", "running_away", "bullying", "dangerous_challenge")
+# Harms no frame can clear: a joke marker, "it is over", "for a friend" or an adult standing by lowers them by one
+# step at most ("我想死哈哈哈开玩笑的" is still heard).
+FRAME_PROOF = ("self_harm", "physical_abuse", "sexual_abuse", "neglect", "violence", "dangerous_challenge")
 # Categories whose patterns name who did what to whom, so a negator on the verb inside the match cancels it.
 INNER_NEGATION = ("physical_abuse", "sexual_abuse", "bullying", "violence")
 _SENTENCE = re.compile(r"[^。！？…]+[。！？…]*")
 _CLAUSE = re.compile(r"[^，。！？；…]+")
 _CLAUSE_BREAK = "，。！？；…"
+_TOLD = re.compile("(告诉|跟|和|对|给|找|问)$")
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,15 @@ class Hit:
     severity: str
     phrase: str  # the matched normalized text
     negated: bool = False  # a negation cue right before it cancels it ("我没有想死")
+    framed: bool = False  # said inside a joke ("开玩笑的"): one severity step lower, never cleared
+
+
+def lowered(hit: Hit) -> Hit | None:
+    """A hit seen through a frame: one severity step lower; a concern is cleared unless frames cannot clear it."""
+    step = SEVERITIES.index(hit.severity)
+    if step == 0 and hit.category not in FRAME_PROOF:
+        return None
+    return Hit(hit.category, SEVERITIES[max(step - 1, 0)], hit.phrase, hit.negated, framed=True)
 
 
 @dataclass(frozen=True)
@@ -41,7 +54,9 @@ class _Rules:
     lived: re.Pattern
     joke: re.Pattern
     safe_frame: re.Pattern
+    over_frame: re.Pattern
     asks_secrecy: re.Pattern
+    played_down: re.Pattern
     needs_context: re.Pattern
     context_cues: tuple[tuple[str, str, re.Pattern], ...]
     context_frames: tuple[tuple[frozenset[str], re.Pattern, re.Pattern], ...]  # (categories, pattern, unless)
@@ -70,7 +85,9 @@ def rules() -> _Rules:
         lived=re.compile(lex["lived"]),
         joke=re.compile(lex["joke"]),
         safe_frame=re.compile(lex["safe_frame"]),
+        over_frame=re.compile(lex["over_frame"]),
         asks_secrecy=re.compile(lex["asks_secrecy"]),
+        played_down=re.compile(lex["played_down"]),
         needs_context=re.compile(lex["needs_context"]),
         context_cues=tuple((c["category"], c["severity"], re.compile(c["pattern"])) for c in lex["context_cues"]),
         context_frames=tuple((frozenset(f["categories"]), re.compile(f["pattern"]), re.compile(f["unless"]))
@@ -89,14 +106,16 @@ def _negated(text: str, start: int, r: _Rules) -> bool:
 
 
 def scan(text: str, normalized: bool = False) -> list[Hit]:
-    """Pattern hits in one message that survive hyperbole, fiction and lesson checks; negated ones are marked."""
+    """Pattern hits in one message that survive hyperbole, fiction and lesson checks; negated ones are marked, and
+    those inside a joke are `lowered`."""
     r = rules()
     norm = text if normalized else normalize(text)
     hits: list[Hit] = []
     for sentence in _SENTENCE.findall(norm):
         plain = r.hyperbole.sub("", sentence)
-        if _lesson_or_joke(plain, r):
+        if _lesson(plain, r):
             continue
+        joke = _joke(plain, r)
         fiction = [m.span() for m in _CLAUSE.finditer(plain)
                    if r.fiction.search(m.group(0)) and not r.real.search(m.group(0))]
         for category, severity, pattern in r.patterns:
@@ -105,7 +124,13 @@ def scan(text: str, normalized: bool = False) -> list[Hit]:
                     continue
                 negated = _negated(plain, match.start(), r) or (
                     category in INNER_NEGATION and bool(r.inner_negation.search(match.group(0))))
-                hits.append(Hit(category, severity, match.group(0), negated))
+                hit = Hit(category, severity, match.group(0), negated)
+                if joke and not negated:
+                    framed = lowered(hit)
+                    if framed is None:
+                        break
+                    hit = framed
+                hits.append(hit)
                 if not negated:
                     break
     return hits
@@ -127,20 +152,33 @@ def neutralized(text: str, hits: list[Hit], category: str, has_context: bool = F
             or r.hyperbole.search(norm):
         return True  # exaggeration ("笑死", "累死了") sets a playful register the classifier cannot read
     fiction = category in FICTION_SENSITIVE and r.fiction.search(plain) and not r.real.search(plain)
-    return bool(fiction) or _lesson_or_joke(plain, r)
+    return bool(fiction) or _lesson(plain, r) or _joke(plain, r)
 
 
-def _lesson_or_joke(plain: str, r: _Rules) -> bool:
-    return bool((r.education.search(plain) and not r.lived.search(plain))
-                or (r.joke.search(plain) and not r.real.search(plain)))
+def _lesson(plain: str, r: _Rules) -> bool:
+    return bool(r.education.search(plain) and not r.lived.search(plain))
 
 
-def safe_framed(text: str) -> bool:
-    """The child frames the message as safe (handled by adults, supervised, a joke, curiosity), without asking
-    for secrecy or insisting that it is real."""
+def _joke(plain: str, r: _Rules) -> bool:
+    return bool(r.joke.search(plain) and not r.real.search(plain))
+
+
+def frame_of(text: str) -> str | None:
+    """"safe" when the child says they are not at risk from the thing (an adult supervises, they refuse), "over" when
+    they play it down (a joke, curiosity, handled, better now); None without a frame, or when the child says it is
+    real or asks for secrecy."""
     norm = normalize(text)
     r = rules()
-    return bool(r.safe_frame.search(norm)) and not (r.real.search(norm) or r.asks_secrecy.search(norm))
+    if r.real.search(norm) or r.asks_secrecy.search(norm):
+        return None
+    if r.safe_frame.search(norm):
+        return "over" if r.lived.search(norm) else "safe"
+    return "over" if r.over_frame.search(norm) else None
+
+
+def played_down(text: str) -> bool:
+    """The child laughs a disclosure off, takes it back, calls it over or normal, or takes the blame."""
+    return bool(rules().played_down.search(normalize(text)))
 
 
 def context_framed(category: str, text: str, context: Sequence[str] = ()) -> bool:
@@ -161,11 +199,13 @@ def context_cue(text: str, earlier: set[str]) -> Hit | None:
 
 
 def abuser_of(texts: list[str]) -> tuple[str, str] | None:
-    """(kind, word) for who hurt the child when the messages name family or a teacher, family first."""
+    """(kind, word) for who hurt the child when the messages name family or a teacher, family first; not the one
+    the child would tell or is kept from telling ("不能告诉妈妈")."""
     joined = "。".join(normalize(t) for t in texts)
     for kind, pattern in rules().abusers:
-        if match := pattern.search(joined):
-            return kind, match.group(0)
+        for match in pattern.finditer(joined):
+            if not _TOLD.search(joined[max(0, match.start() - 3):match.start()]):
+                return kind, match.group(0)
     return None
 
 

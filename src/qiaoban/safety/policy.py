@@ -26,13 +26,18 @@ class Response:
     template: str | None  # the whole reply (emergency)
 
 
-def respond(category: str, severity: str, abuser_kind: str | None = None) -> Response:
-    """What to say for a risk. `abuser_kind` ("family" | "teacher") keeps the child away from who hurt them."""
+def respond(category: str, severity: str, abuser_kind: str | None = None, played_down: bool = False) -> Response:
+    """What to say for a risk. `abuser_kind` ("family" | "teacher") keeps the child away from who hurt them;
+    `played_down`: the child laughed it off, said it is over or took the blame."""
     tax = taxonomy()
     entry = tax["categories"][category]
     adults = tax["adults"].get(abuser_kind or "default", tax["adults"]["default"])
     guidance = tax["guidance_common"].format(label=entry["label"], adults=adults) + entry["guidance"]
     followup = entry["followup"]["urgent" if severity == "emergency" else severity].format(adults=adults)
+    if played_down:
+        gentle = tax["played_down"]
+        guidance += gentle["guidance"]
+        followup = gentle["harmed" if category in gentle["harmed_categories"] else "default"] + followup
     template = entry["template"].format(adults=adults) if severity == "emergency" else None
     return Response(guidance=_joined(guidance), followup=followup, template=template and _joined(template))
 
