@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from qiaoban.eval.metrics import bleu, distinct, lcs_length, reply_stats, rouge_l, strategy_profile
+from qiaoban.eval.metrics import bleu, chrf, distinct, reply_stats, rouge_l, strategy_profile
 from qiaoban.eval.report import bootstrap_ci, distinct_jackknife_ci
 
 HYP, REF = "我很难过", "我有点难过"  # 4 and 5 characters
@@ -30,11 +30,16 @@ def test_bleu_edges():
 
 
 def test_rouge_l_by_hand():
-    assert lcs_length(list(HYP), list(REF)) == 3  # 我 难 过
-    precision, recall = 3 / 4, 3 / 5
+    precision, recall = 3 / 4, 3 / 5  # the longest common subsequence: 我 难 过
     assert rouge_l(HYP, REF) == pytest.approx(2 * precision * recall / (precision + recall))
     assert rouge_l(HYP, REF) == pytest.approx(2 / 3)
     assert rouge_l("甲乙", "丙丁") == 0.0
+
+
+def test_chrf_reads_characters():
+    assert chrf("同样的话", "同样的话") == pytest.approx(1.0)
+    assert chrf("完全不同", "风马牛") == 0.0
+    assert 0 < chrf(HYP, REF) < 1
 
 
 def test_distinct_by_hand():

@@ -55,3 +55,21 @@ def test_report_compares_models_with_intervals(tmp_path):
 def test_report_rejects_a_directory_that_is_not_a_run(tmp_path):
     with pytest.raises(ReportError, match="not an evaluation run"):
         write_report([tmp_path], tmp_path / "r.html")
+
+
+def test_paired_differences_are_over_shared_items_with_a_paired_interval():
+    from qiaoban.eval.report import paired_differences
+
+    def run(label, lengths):
+        return {"label": label, "items": [{"dialogue_id": f"d{i}", "turn": 1, "reply_chars": n}
+                                          for i, n in enumerate(lengths)]}
+
+    base = run("base", [40, 80, 120, 60, 90, 30])
+    # Every reply 10 characters shorter: a paired interval is exactly that, however much replies vary.
+    shorter = run("tuned", [30, 70, 110, 50, 80, 20, 999])  # d6 is not in the baseline: left out
+    paired = paired_differences(base, shorter)
+    assert paired["n_shared"] == 6 and paired["mean_reply_chars"] == -10
+    assert paired["mean_reply_chars_ci"] == [-10.0, -10.0]
+    noisy = run("noisy", [45, 70, 130, 55, 85, 35])
+    low, high = paired_differences(base, noisy)["mean_reply_chars_ci"]
+    assert low < 0 < high

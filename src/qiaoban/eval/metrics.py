@@ -1,9 +1,11 @@
-"""Reference and intrinsic metrics for Chinese replies, computed on characters (no word segmenter needed).
+"""Reference and intrinsic metrics for Chinese replies, computed on characters (no word segmenter needed), with
+maintained libraries so that others can compare:
 
-- `bleu(hyp, ref, n)`: sentence BLEU-n on characters, uniform weights, the standard brevity penalty, and
-  add-one smoothing of the 2..n-gram precisions (Lin & Och 2004) so that one missing 4-gram does not zero a
-  reply; the unigram precision is never smoothed.
-- `rouge_l(hyp, ref)`: the LCS F-measure with beta = 1 (precision and recall weighted equally).
+- `bleu(hyp, ref, n)`: sacrebleu's sentence BLEU-n with its Chinese tokenizer (`tokenize="zh"`: one token per
+  character), uniform weights, the standard brevity penalty, and add-one smoothing of the 2..n-gram precisions
+  (Lin & Och 2004; sacrebleu's `add-k`, k = 1) so that one missing 4-gram does not zero a reply.
+- `chrf(hyp, ref)`: sacrebleu's sentence chrF (character 6-grams, beta = 2).
+- `rouge_l(hyp, ref)`: rouge-score's ROUGE-L F-measure on characters (beta = 1).
 - `distinct(replies, n)`: distinct n-grams over all n-grams of a set of replies (Li et al. 2016), corpus level.
 - `reply_stats(text)`: length in characters, over-80 flag, question flag, markdown/list flag, and the
   emotion-coaching strategy profile from the lexicon in `data/strategies.yaml`.
@@ -13,7 +15,6 @@ Whitespace is ignored everywhere; punctuation counts as characters (it is part o
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -21,6 +22,8 @@ from functools import cache
 from importlib import resources
 
 import yaml
+from rouge_score import rouge_scorer
+from sacrebleu.metrics import BLEU, CHRF
 
 LONG_REPLY_CHARS = 80
 STRATEGIES = ("awareness", "validation", "labelling", "empathy", "guidance")
@@ -40,43 +43,38 @@ def ngrams(tokens: list[str], n: int) -> Counter[tuple[str, ...]]:
     return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
+@cache
+def _bleu_metric(max_n: int) -> BLEU:
+    return BLEU(max_ngram_order=max_n, tokenize="zh", smooth_method="add-k", smooth_value=1, effective_order=True)
+
+
 def bleu(hypothesis: str, reference: str, max_n: int = 4) -> float:
-    hyp, ref = chars(hypothesis), chars(reference)
+    hyp, ref = "".join(chars(hypothesis)), "".join(chars(reference))
     if not hyp or not ref:
         return 0.0
-    log_precision = 0.0
-    for n in range(1, max_n + 1):
-        hyp_grams, ref_grams = ngrams(hyp, n), ngrams(ref, n)
-        matches = sum(min(count, ref_grams[gram]) for gram, count in hyp_grams.items())
-        total = max(len(hyp) - n + 1, 0)
-        if n > 1:
-            matches, total = matches + 1, total + 1
-        if matches == 0:
-            return 0.0
-        log_precision += math.log(matches / total) / max_n
-    brevity = 1.0 if len(hyp) > len(ref) else math.exp(1 - len(ref) / len(hyp))
-    return brevity * math.exp(log_precision)
+    return _bleu_metric(max_n).sentence_score(hyp, [ref]).score / 100
 
 
-def lcs_length(a: list[str], b: list[str]) -> int:
-    previous = [0] * (len(b) + 1)
-    for x in a:
-        current = [0]
-        for j, y in enumerate(b, start=1):
-            current.append(previous[j - 1] + 1 if x == y else max(previous[j], current[j - 1]))
-        previous = current
-    return previous[-1]
+def chrf(hypothesis: str, reference: str) -> float:
+    hyp, ref = "".join(chars(hypothesis)), "".join(chars(reference))
+    if not hyp or not ref:
+        return 0.0
+    return _CHRF.sentence_score(hyp, [ref]).score / 100
+
+
+class _Characters:
+    """rouge-score's tokenizer interface: its default one drops every Chinese character."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return chars(text)
+
+
+_CHRF = CHRF()
+_ROUGE = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Characters())
 
 
 def rouge_l(hypothesis: str, reference: str) -> float:
-    hyp, ref = chars(hypothesis), chars(reference)
-    if not hyp or not ref:
-        return 0.0
-    lcs = lcs_length(hyp, ref)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(hyp), lcs / len(ref)
-    return 2 * precision * recall / (precision + recall)
+    return _ROUGE.score(reference, hypothesis)["rougeL"].fmeasure
 
 
 def distinct(replies: Iterable[str], n: int) -> float:
@@ -117,5 +115,6 @@ def reference_scores(hypothesis: str, reference: str) -> dict[str, float]:
         "bleu1": bleu(hypothesis, reference, 1),
         "bleu2": bleu(hypothesis, reference, 2),
         "bleu4": bleu(hypothesis, reference, 4),
+        "chrf": chrf(hypothesis, reference),
         "rouge_l": rouge_l(hypothesis, reference),
     }

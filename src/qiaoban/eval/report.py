@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from qiaoban.eval.judge import REPLY_DIMENSIONS, rubrics
 from qiaoban.eval.metrics import LONG_REPLY_CHARS, STRATEGIES, chars, distinct, ngrams
@@ -27,13 +29,13 @@ BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 20240601
 # per-item field -> summary key
 MEAN_FIELDS = {
-    "bleu1": "bleu1", "bleu2": "bleu2", "bleu4": "bleu4", "rouge_l": "rouge_l",
+    "bleu1": "bleu1", "bleu2": "bleu2", "bleu4": "bleu4", "chrf": "chrf", "rouge_l": "rouge_l",
     "reply_chars": "mean_reply_chars", "over_80": "over_80_rate", "question": "question_rate",
     "markdown": "markdown_rate", **{f"strategy_{s}": f"strategy_{s}" for s in STRATEGIES},
 }
 LABELS = {
     "ppl": "困惑度 perplexity of references ↓", "bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu4": "BLEU-4",
-    "rouge_l": "ROUGE-L", "distinct1": "Distinct-1", "distinct2": "Distinct-2",
+    "chrf": "chrF", "rouge_l": "ROUGE-L", "distinct1": "Distinct-1", "distinct2": "Distinct-2",
     "mean_reply_chars": "reply length (chars)", "over_80_rate": f"share over {LONG_REPLY_CHARS} chars ↓",
     "question_rate": "question rate", "markdown_rate": "markdown/list rate ↓",
     **{f"strategy_{s}": f"strategy: {s}" for s in STRATEGIES},
@@ -46,17 +48,37 @@ class ReportError(ValueError):
 
 def bootstrap_ci(values: Sequence[Any], statistic: Callable[[list[Any]], float], *,
                  resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> list[float] | None:
-    """95% percentile interval of `statistic` over resamples of `values` (with replacement)."""
+    """95% percentile interval of `statistic` over resamples of `values` (with replacement), by
+    `scipy.stats.bootstrap`; tuples in `values` are resampled whole."""
     values = list(values)
     if len(values) < 2:
         return None
-    rng = np.random.default_rng(seed)
-    stats = [statistic([values[i] for i in rng.integers(0, len(values), len(values))]) for _ in range(resamples)]
-    stats = [s for s in stats if not math.isnan(s)]
-    if not stats:
+    index = np.arange(len(values))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a degenerate resample distribution (all equal) is fine here
+        result = stats.bootstrap((index,), lambda idx: statistic([values[i] for i in idx]), vectorized=False,
+                                 n_resamples=resamples, method="percentile", random_state=seed)
+    low, high = result.confidence_interval
+    if math.isnan(low) or math.isnan(high):
         return None
-    low, high = np.percentile(stats, [2.5, 97.5])
     return [round(float(low), 4), round(float(high), 4)]
+
+
+def paired_differences(baseline: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """Mean per-item difference other - baseline for each metric, over the items both runs answered (same
+    dialogue and turn), with a paired bootstrap 95% interval: the right test for two systems on one test set."""
+    def keyed(loaded: dict[str, Any]) -> dict[tuple[str, Any], dict[str, Any]]:
+        return {(r["dialogue_id"], r.get("turn")): r for r in loaded["items"]}
+
+    base, mine = keyed(baseline), keyed(other)
+    shared = sorted(set(base) & set(mine), key=str)
+    out: dict[str, Any] = {"model": other["label"], "baseline": baseline["label"], "n_shared": len(shared)}
+    for field, key in MEAN_FIELDS.items():
+        diffs = [float(mine[k][field]) - float(base[k][field]) for k in shared
+                 if field in mine[k] and field in base[k]]
+        out[key] = round(_mean(diffs), 4) if diffs else None
+        out[f"{key}_ci"] = bootstrap_ci(diffs, _mean) if diffs else None
+    return out
 
 
 def distinct_jackknife_ci(replies: Sequence[str], n: int) -> list[float] | None:
@@ -172,9 +194,11 @@ def build_report(run_dirs: Sequence[str | Path]) -> tuple[dict[str, Any], list[d
     loaded = [load_run(d) for d in run_dirs]
     summary = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "intervals": {"level": 0.95, "means_and_ppl": f"percentile bootstrap over items, {BOOTSTRAP_RESAMPLES} "
-                      f"resamples, seed {BOOTSTRAP_SEED}", "distinct": "jackknife (leave one reply out), ±1.96 SE"},
+        "intervals": {"level": 0.95, "means_and_ppl": f"percentile bootstrap over items (scipy), "
+                      f"{BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}",
+                      "paired": "differences to the first run over shared items, paired bootstrap", "distinct": "jackknife (leave one reply out), ±1.96 SE"},
         "models": [summarize(x) for x in loaded],
+        "paired": [paired_differences(loaded[0], x) for x in loaded[1:]],
     }
     return summary, loaded
 
@@ -311,7 +335,7 @@ def render_html(summary: dict[str, Any], loaded: list[dict[str, Any]]) -> str:
     dim_names = {d: v["name"] for d, v in rubrics()["dimensions"].items()}
     out = ["<!doctype html><html lang=\"zh\"><head><meta charset=\"utf-8\"><title>qiaoban evaluation</title>",
            f"<style>{CSS}</style></head><body><h1>qiaoban evaluation report</h1>",
-           f"<p>Generated {_e(summary['generated_at'])}. Intervals (95%): bootstrap over items, "
+           f"<p>Generated {_e(summary['generated_at'])}. Intervals (95%): scipy's bootstrap over items, "
            f"{BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}, percentile; Distinct-n: jackknife.</p>", _legend(labels)]
 
     out.append("<h2>Runs</h2><table><tr><th>model</th><th>items</th><th>dialogues</th><th>style</th>"
@@ -324,8 +348,13 @@ def render_html(summary: dict[str, Any], loaded: list[dict[str, Any]]) -> str:
     out.append("</table>")
 
     out.append("<h2>Reference and intrinsic metrics</h2>")
-    out.append(_metric_table(models, ["ppl", "bleu1", "bleu2", "bleu4", "rouge_l", "distinct1", "distinct2",
+    out.append(_metric_table(models, ["ppl", "bleu1", "bleu2", "bleu4", "chrf", "rouge_l", "distinct1", "distinct2",
                                       "mean_reply_chars", "over_80_rate", "question_rate", "markdown_rate"], LABELS))
+    if summary.get("paired"):
+        out.append(f"<h2>Paired differences to {_e(labels[0])}</h2><p>Mean per-item difference (run − "
+                   f"{_e(labels[0])}) over the items both answered, with a paired bootstrap 95% interval.</p>")
+        out.append(_metric_table(summary["paired"], ["bleu4", "chrf", "rouge_l", "mean_reply_chars", "over_80_rate",
+                                                     "question_rate", "markdown_rate"], LABELS))
 
     judged = [m for m in models if m.get("judge_model")]
     out.append("<h2>LLM judge (pointwise 1–5)</h2>")
