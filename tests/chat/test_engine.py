@@ -4,6 +4,7 @@ import pytest
 
 from qiaoban.backends.base import BackendError
 from qiaoban.chat import ChatEngine, Persona
+from qiaoban.models import UNTUNED, ChatProfile
 from tests.chat.fakes import FakeGuard, FakeVerdict, ScriptedBackend
 
 
@@ -105,25 +106,28 @@ def test_to_dialogue_is_valid():
 def test_long_reply_stops_at_the_first_sentence_end_past_the_limit():
     reply = "我听到了，你很生气。" + "你可以先深呼吸，再想想发生了什么。" * 3 + "最后一句。"
     backend = ScriptedBackend([reply], piece=2)
-    engine = ChatEngine(backend, max_reply_chars=20)
+    engine = ChatEngine(backend, profile=ChatProfile(stop_after_chars=20))
     text = engine.reply("我被起外号了").text
     assert text == "我听到了，你很生气。你可以先深呼吸，再想想发生了什么。"
     assert backend.pieces_sent < len(reply) // 2  # generation stopped early
-    assert ChatEngine(ScriptedBackend([reply]), max_reply_chars=None).reply("嗯").text == reply
+    assert ChatEngine(ScriptedBackend([reply])).reply("嗯").text == reply  # a model that needs no cut
 
 
 def test_reply_stopped_inside_a_quotation_closes_it():
     backend = ScriptedBackend(["你可以对自己说：“我很勇敢。我可以的。”然后深呼吸。"], piece=2)
-    assert ChatEngine(backend, max_reply_chars=10).reply("我害怕").text == "你可以对自己说：“我很勇敢。”"
+    assert ChatEngine(backend, profile=ChatProfile(stop_after_chars=10)).reply("我害怕").text == "你可以对自己说：“我很勇敢。”"
 
 
 def test_a_sentence_restating_the_childs_message_is_not_shown():
     # What the 1.5B once answered a child's disclosure: her own words back, as if they were its own.
     backend = ScriptedBackend(["“爸爸，我爸爸昨天又用皮带打我了。听起来你很委屈。”"], piece=2)
     guard = FakeGuard(FakeVerdict(risk=True, category="physical_abuse", severity="urgent", followup="这不是你的错。"))
-    engine = ChatEngine(backend, guard=guard)
+    engine = ChatEngine(backend, guard=guard, profile=UNTUNED)
     stream = engine.stream("我爸爸昨天又用皮带打我了")
     pieces = list(stream)
     assert "".join(pieces) == stream.reply.text == "听起来你很委屈。这不是你的错。"
     assert pieces[0] == "听起来你很委屈。"  # released a sentence at a time, after the check
-    assert ChatEngine(ScriptedBackend(["我我我我我。"])).reply("我我我我我").text  # all dropped: the fallback
+    assert ChatEngine(ScriptedBackend(["我我我我我。"]), profile=UNTUNED).reply("我我我我我").text  # the fallback
+    # A model whose profile does not ask for it keeps every sentence.
+    kept = ChatEngine(ScriptedBackend(["我爸爸昨天又用皮带打我了。听起来你很委屈。"])).reply("我爸爸昨天又用皮带打我了")
+    assert kept.text.startswith("我爸爸昨天")

@@ -4,6 +4,7 @@ import hashlib
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -113,14 +114,14 @@ def test_first_layers_keeps_the_first_blocks_and_still_runs(fixture_model_path, 
     import llama_cpp
 
     monkeypatch.setenv("QIAOBAN_HOME", str(tmp_path))
-    cut = models.first_layers(str(fixture_model_path), 2)
+    cut = models.first_layers(fixture_model_path, 2)
     assert cut.parent == tmp_path / "models" and cut.name.endswith(".first2.gguf")
     reader = gguf.GGUFReader(cut)
     assert reader.fields["llama.block_count"].contents() == 2
     blocks = {int(t.name.split(".")[1]) for t in reader.tensors if t.name.startswith("blk.")}
     assert blocks == {0, 1} and cut.stat().st_size < fixture_model_path.stat().st_size / 2
     built = cut.stat().st_mtime_ns
-    assert models.first_layers(str(fixture_model_path), 2).stat().st_mtime_ns == built  # built once
+    assert models.first_layers(fixture_model_path, 2).stat().st_mtime_ns == built  # built once
     llm = llama_cpp.Llama(str(cut), embedding=True, n_ctx=64, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
                           verbose=False)
     try:
@@ -128,4 +129,34 @@ def test_first_layers_keeps_the_first_blocks_and_still_runs(fixture_model_path, 
     finally:
         llm.close()
     with pytest.raises(ModelError, match="has 30 layers"):
-        models.first_layers(str(fixture_model_path), 31)
+        models.first_layers(fixture_model_path, 31)
+
+
+def test_each_model_declares_how_the_engine_runs_it(monkeypatch, tmp_path, fixture_backend):
+    assert models.profile_of("default") == models.UNTUNED == models.profile_of(None)
+    assert models.profile_of("/elsewhere/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf") == models.UNTUNED
+    assert models.profile_of("someone-elses-7b") == models.ChatProfile()  # unknown: no filters
+    assert fixture_backend.profile == models.UNTUNED  # the real backend reads the registry
+    tuned = models.ChatProfile(short_prompt=True)
+    monkeypatch.setitem(models.KNOWN_ADAPTERS, "companion-test",
+                        models.KnownAdapter("companion-test", models.DEFAULT_MODEL, "a test adapter", tuned))
+    assert models.profile_of("default", str(tmp_path / "companion-test.gguf")) == tuned
+    assert models.profile_of("default", "a-users-own-lora") == models.UNTUNED
+
+
+def test_the_default_adapter_is_the_registrys_explicit_choice(monkeypatch, tmp_path):
+    monkeypatch.setenv("QIAOBAN_HOME", str(tmp_path))
+    base = models.KNOWN_MODELS[models.DEFAULT_MODEL]
+    assert base.default_adapter is None and models.choose_adapter(None, "llama", None) is None
+    (tmp_path / "adapters").mkdir()
+    write_tiny_gguf(tmp_path / "adapters" / "qiaoban-companion-1.5b-lora.gguf")  # a file name alone chooses nothing
+    assert models.choose_adapter(None, "llama", None) is None
+    monkeypatch.setitem(models.KNOWN_MODELS, base.name, replace(base, default_adapter="qiaoban-companion-1.5b-lora"))
+    chosen = models.choose_adapter(None, "llama", "default")
+    assert chosen and chosen.endswith("qiaoban-companion-1.5b-lora.gguf")
+    assert any(e.kind == "adapter" and e.name.endswith("(default)") for e in models.list_models())
+    assert models.choose_adapter("none", "llama", None) is None
+    assert models.choose_adapter(None, "openai", None) is None  # a remote server loads its own
+    (tmp_path / "adapters" / "qiaoban-companion-1.5b-lora.gguf").unlink()
+    with pytest.raises(ModelError, match="default adapter is missing.*--adapter none"):
+        models.choose_adapter(None, "llama", None)

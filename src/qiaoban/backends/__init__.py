@@ -62,8 +62,12 @@ def load_backend(
 
         if not base_url:
             raise BackendError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-        return OpenAIBackend(base_url, api_model or model or "default", timeout_s=timeout_s,
-                             **({"context_length": n_ctx} if n_ctx else {}))
+        from qiaoban.models import profile_of
+
+        remote = OpenAIBackend(base_url, api_model or model or "default", timeout_s=timeout_s,
+                               **({"context_length": n_ctx} if n_ctx else {}))
+        remote.profile = profile_of(api_model or model or "", adapter)  # unknown: no filters
+        return remote
     if kind == "transformers":
         from qiaoban.backends.transformers_hf import TransformersBackend
 

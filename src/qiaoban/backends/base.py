@@ -13,6 +13,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from qiaoban.models.registry import ChatProfile
+
 Message = dict[str, str]
 
 
@@ -117,6 +119,8 @@ class Backend(ABC):
     name: str = "model"
     #: the context window in tokens
     context_length: int = 4096
+    #: how the chat engine runs this model (its prompt and reply filters), from the registry
+    profile: ChatProfile = ChatProfile()
 
     @abstractmethod
     def stream_chat(self, messages: list[Message], gen: GenerationConfig | None = None) -> ChatStream: ...

@@ -22,6 +22,7 @@ import numpy as np
 
 from qiaoban.backends.base import Backend, BackendError, ChatStream, GenerationConfig, Message, Usage
 from qiaoban.config import default_threads, home
+from qiaoban.models.registry import profile_of
 
 DEFAULT_CONTEXT = 4096
 
@@ -90,6 +91,7 @@ class LlamaCppBackend(Backend):
             raise BackendError(f"llama.cpp could not load {self.model_path}: {err}") from err
         self.name = name or self.model_path.stem + (f"+{self.adapter_path.stem}" if self.adapter_path else "")
         self.context_length = self.llm.n_ctx()
+        self.profile = profile_of(str(self.model_path), str(self.adapter_path) if self.adapter_path else None)
         self._formatter = chat_formatter(self.llm, self.model_path)
         # llama.cpp holds one sequence: callers from several threads take turns.
         self._lock = threading.Lock()

@@ -8,8 +8,12 @@ streaming, and the safety guard on both sides of the model.
 Each turn: the guard screens the child's message (with recent context); an emergency is answered from a vetted
 template without the model; any other risk adds guidance to the system prompt and a vetted follow-up (trusted
 adult, help line) to the reply. The output guard checks the model's text at every clause, before any of it is
-shown; a harmful continuation is stopped and replaced. Text is shown a sentence at a time, and a sentence that
-says the child's own words back in her first person ("我爸爸又打我了。") is left out.
+shown; a harmful continuation is stopped and replaced.
+
+What one model needs beyond that comes from its `ChatProfile` in the model registry (`backend.profile`): the
+untuned base model gets the long coaching prompt, its reply stopped at a sentence end past 60 characters, and any
+sentence that says the child's own words back in her first person ("我爸爸又打我了。") left out; a companion
+trained on the gold corpus gets its short persona prompt and only the filters it still needs.
 """
 
 from __future__ import annotations
@@ -33,12 +37,11 @@ from qiaoban.chat.style import (
     unmatched_closers_removed,
 )
 from qiaoban.dialogue import Dialogue, Turn, content_id
+from qiaoban.models.registry import ChatProfile
 
 # How many earlier child messages the safety screen sees ("我已经决定了" after earlier despair).
 SAFETY_CONTEXT_TURNS = 4
 MAX_MESSAGE_CHARS = 2000
-# Generation stops at the first sentence end past this many characters.
-DEFAULT_REPLY_CHARS = 60
 # The most of an unfinished sentence held back while the engine waits to see whether it parrots the child.
 HELD_CHARS = 40
 
@@ -122,18 +125,18 @@ class ChatEngine:
         persona: Persona | None = None,
         gen: GenerationConfig | None = None,
         guard: Guard | None = None,
-        max_reply_chars: int | None = DEFAULT_REPLY_CHARS,
+        profile: ChatProfile | None = None,
     ):
         self.backend = backend
         self.persona = persona or Persona()
         self.gen = gen or GenerationConfig(max_tokens=160, temperature=0.7, top_p=0.9, repeat_penalty=1.1)
         self.guard = guard
-        self.max_reply_chars = max_reply_chars
+        self.profile = profile or backend.profile
         self.turns: list[Turn] = []
 
     @property
     def system_prompt(self) -> str:
-        return self.persona.system_prompt()
+        return self.persona.system_prompt(short=self.profile.short_prompt)
 
     def reset(self) -> None:
         self.turns = []
@@ -178,7 +181,8 @@ class ChatEngine:
                             self.backend.context_length - self.gen.max_tokens)
         stream = self.backend.stream_chat(build_messages(system, kept), self.gen)
         clauses = ClauseStream()
-        shown = _Shown(message)
+        shown = _Shown(message, drop_echo=self.profile.drop_echo)
+        stop_after = self.profile.stop_after_chars
         substitute: str | None = None
         long_enough = False
         deltas = iter(stream)
@@ -190,8 +194,7 @@ class ChatEngine:
                 deltas.close()  # stop the model; what it has not said yet is never shown
                 break
             yield from shown.add(piece)
-            # Base models ignore the prompt's length rule; a child gets a few sentences, then a turn to talk.
-            if (self.max_reply_chars and len(shown.text) >= self.max_reply_chars and not shown.pending
+            if (stop_after and len(shown.text) >= stop_after and not shown.pending
                     and shown.text[-1] in SENTENCE_END):
                 deltas.close()
                 long_enough = True
@@ -227,11 +230,13 @@ class ChatEngine:
 
 
 class _Shown:
-    """The model's text on its way to the child, released a sentence at a time: a sentence that restates the
-    child's message in the child's own voice is dropped, and so is a closing quotation mark whose opener was."""
+    """The model's text on its way to the child. With `drop_echo` it is released a sentence at a time: a sentence
+    that restates the child's message in the child's own voice is dropped, and so is a closing quotation mark
+    whose opener was."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, drop_echo: bool):
         self.message = message
+        self.drop_echo = drop_echo
         self.text = ""  # what the child has been shown
         self.pending = ""  # the unfinished sentence
         self.open_quotes = 0
@@ -240,6 +245,9 @@ class _Shown:
         if as_is:
             self.text += piece
             yield piece
+            return
+        if not self.drop_echo:
+            yield from self._release(piece)
             return
         finished, self.pending = split_sentences(self.pending + piece)
         if len(self.pending) > HELD_CHARS:  # a sentence that runs on is not held back any longer
@@ -253,7 +261,7 @@ class _Shown:
         yield from self._release(rest)
 
     def _release(self, sentence: str) -> Iterator[str]:
-        if not sentence or restates(sentence, self.message):
+        if not sentence or (self.drop_echo and restates(sentence, self.message)):
             return
         kept, self.open_quotes = unmatched_closers_removed(sentence, self.open_quotes)
         if kept:

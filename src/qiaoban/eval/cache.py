@@ -76,6 +76,7 @@ class CachedBackend(Backend):
         self.identity = identity or {"name": backend.name, "backend": type(backend).__name__}
         self.name = backend.name
         self.context_length = backend.context_length
+        self.profile = backend.profile
         self.calls = 0  # cache misses: real calls to the wrapped backend
 
     def key(self, messages: list[Message], gen: GenerationConfig | None = None) -> str:

@@ -69,7 +69,7 @@ def model_file(model: str, layers: int | None) -> Path:
     """The GGUF whose embeddings are the hidden states at depth `layers` of `model` (None: the last layer)."""
     from qiaoban.models import ensure_model, first_layers
 
-    return first_layers(model, layers) if layers else ensure_model(model)
+    return first_layers(ensure_model(model), layers) if layers else ensure_model(model)
 
 
 def embed_all(texts: list[str], model: str, layers: int | None = LAYERS) -> np.ndarray:
