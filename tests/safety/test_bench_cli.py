@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from qiaoban.safety import BenchFormatError, head, run_bench
+from qiaoban.safety import LabelledFormatError, head, run_bench
 from qiaoban.safety.cli import app
 
 DATA = Path(__file__).parent / "data"
@@ -85,7 +85,7 @@ def test_test_splits_with_the_head_stay_at_their_measured_level(default_model_pa
 def test_bench_rejects_a_bad_file_with_its_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "我想离家出走", "label": "risk"}\n{"text": "x", "label": "maybe"}\n', "utf-8")
-    with pytest.raises(BenchFormatError, match="bad.jsonl:2"):
+    with pytest.raises(LabelledFormatError, match="bad.jsonl:2"):
         run_bench(bad)
 
 

@@ -10,11 +10,12 @@ model is installed, a head on that model's hidden states (`qiaoban.safety.head`,
 (taxonomy.yaml) gives vetted follow-ups and emergency templates; detections are stored as guardian events.
 """
 
-from qiaoban.safety.bench import BenchFormatError, read_labelled, run_bench
+from qiaoban.safety.bench import run_bench
 from qiaoban.safety.detect import Verdict, check
 from qiaoban.safety.events import EventStore, SafetyEvent
 from qiaoban.safety.guard import SafetyGuard, screen_reply
+from qiaoban.safety.labelled import LabelledFormatError, read_labelled
 from qiaoban.safety.policy import categories
 
-__all__ = ["BenchFormatError", "EventStore", "SafetyEvent", "SafetyGuard", "Verdict", "categories", "check",
+__all__ = ["LabelledFormatError", "EventStore", "SafetyEvent", "SafetyGuard", "Verdict", "categories", "check",
            "read_labelled", "run_bench", "screen_reply"]

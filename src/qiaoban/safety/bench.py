@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
@@ -14,42 +13,14 @@ import numpy as np
 from qiaoban.safety import classifier
 from qiaoban.safety.detect import check
 from qiaoban.safety.head import Head, embedding_input, fit
-
-
-class BenchFormatError(ValueError):
-    pass
-
-
-def read_labelled(path: str | Path) -> list[dict[str, Any]]:
-    """Lines of {"text", "label": "risk"|"benign", "category"?, "context"?}; a bad line names file:line."""
-    items = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise BenchFormatError(f"{path}:{number}: not JSON ({err.msg})") from None
-            if not isinstance(item, dict) or not isinstance(item.get("text"), str):
-                raise BenchFormatError(f"{path}:{number}: expected an object with a string \"text\"")
-            if item.get("label") not in ("risk", "benign"):
-                raise BenchFormatError(f"{path}:{number}: \"label\" must be \"risk\" or \"benign\"")
-            context = item.get("context", [])
-            if not isinstance(context, list) or not all(isinstance(c, str) for c in context):
-                raise BenchFormatError(f"{path}:{number}: \"context\" must be a list of strings")
-            items.append(item)
-    return items
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0.0
+from qiaoban.safety.labelled import read_labelled
 
 
 def _latency(values: list[float]) -> dict[str, float]:
-    return {"p50": _percentile(values, 0.5), "p95": _percentile(values, 0.95),
-            "mean": sum(values) / len(values) if values else 0.0, "max": max(values, default=0.0)}
+    if not values:
+        return {"p50": 0.0, "p95": 0.0, "mean": 0.0, "max": 0.0}
+    p50, p95 = np.percentile(values, [50, 95], method="nearest")
+    return {"p50": float(p50), "p95": float(p95), "mean": float(np.mean(values)), "max": float(max(values))}
 
 
 def run_bench(path: str | Path, head: Head | None = None) -> dict[str, Any]:

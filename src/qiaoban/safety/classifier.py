@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from qiaoban.safety.labelled import read_labelled
 from qiaoban.safety.lexicon import plain_text
 
 NGRAMS = (1, 2, 3)
@@ -80,9 +81,7 @@ def generate(seed: int = DEFAULT_SEED, per_label: int = DEFAULT_PER_LABEL) -> li
 
 
 def labelled_rows(path: str | Path, repeat: int = EXAMPLE_REPEAT) -> list[Row]:
-    """Rows from a labelled red-team JSONL file (the bench format); see `rows_from_items`."""
-    from qiaoban.safety.bench import read_labelled  # bench imports the detector, which imports this module
-
+    """Rows from a labelled red-team JSONL file; see `rows_from_items`."""
     return rows_from_items(read_labelled(path), repeat)
 
 
