@@ -90,20 +90,22 @@ def test_no_valid_sample_gives_no_mean():
     assert result["mean"] is None and result["outcomes"]["no_score"] == 3
 
 
-def test_retries_are_bounded_and_errors_counted(tmp_path):
+def test_the_judge_adds_no_retries_of_its_own_and_counts_errors(tmp_path):
     def down(messages, gen):
         raise BackendError("server down")
 
     backend = ScriptedBackend(down)
-    judge = Judge(backend, JsonlCache(tmp_path / "j.jsonl"), JudgeSettings(samples=3, retries=2, retry_wait_s=0))
+    judge = Judge(backend, JsonlCache(tmp_path / "j.jsonl"), JudgeSettings(samples=3))
     result = judge.score([{"role": "user", "content": "x"}])
-    assert backend.calls == 3 * 3  # 1 try + 2 retries per sample, then give up
+    assert backend.calls == 3  # one call per sample: the backend's client alone retries transport errors
     assert result["outcomes"]["error"] == 3 and result["mean"] is None
     assert len(JsonlCache(tmp_path / "j.jsonl")) == 0  # errors are not cached: a rerun tries again
 
     flaky = ScriptedBackend(lambda m, g: "评分：5", fail_at=1, fail_with=BackendError("timeout"))
-    judge = Judge(flaky, JsonlCache(tmp_path / "k.jsonl"), JudgeSettings(samples=1, retries=1, retry_wait_s=0))
-    assert judge.score([{"role": "user", "content": "x"}])["mean"] == 5.0 and flaky.calls == 2
+    cache = JsonlCache(tmp_path / "k.jsonl")
+    assert Judge(flaky, cache, JudgeSettings(samples=1)).score([{"role": "user", "content": "x"}])["mean"] is None
+    assert Judge(flaky, cache, JudgeSettings(samples=1)).score([{"role": "user", "content": "x"}])["mean"] == 5.0
+    assert flaky.calls == 2
 
 
 def test_pairwise_judges_both_orders_and_cancels_position_bias(tmp_path):

@@ -57,7 +57,7 @@ class TransformersBackend(Backend):
         return ChatStream(self.name, self._generate(messages, gen, usage), usage)
 
     def _generate(self, messages: list[Message], gen: GenerationConfig, usage: Usage) -> Iterator[str]:
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         input_ids = self._prompt_ids(messages).to(self.device)
         usage.prompt_tokens = int(input_ids.shape[-1])
@@ -76,6 +76,8 @@ class TransformersBackend(Backend):
         if sampling:
             kwargs.update(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k)
         output: dict[str, object] = {}
+        stopped = threading.Event()
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_WhenSet(stopped)])
 
         def run() -> None:
             if gen.seed is not None:
@@ -91,14 +93,27 @@ class TransformersBackend(Backend):
             worker = threading.Thread(target=run, daemon=True)
             worker.start()
             text = ""
-            for piece in streamer:
-                text += piece
-                if gen.stop and any(s in text for s in gen.stop):
-                    break
-                yield piece
-            worker.join()
+            try:
+                for piece in streamer:
+                    text += piece
+                    if gen.stop and any(s in text for s in gen.stop):
+                        break
+                    yield piece
+            finally:  # a stop string, or the consumer closed the stream: generation stops at the next token
+                stopped.set()
+                worker.join()
         if "error" in output:
             raise BackendError(f"generation failed: {output['error']}")
         generated = output["ids"][0][input_ids.shape[-1]:]
         usage.completion_tokens = int(generated.shape[-1])
         usage.finish_reason = "length" if usage.completion_tokens >= gen.max_tokens else "stop"
+
+
+class _WhenSet:
+    """A transformers stopping criterion: true once `event` is set."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs) -> bool:
+        return self.event.is_set()

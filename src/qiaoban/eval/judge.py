@@ -10,7 +10,6 @@ score next to the wrong item.
 from __future__ import annotations
 
 import re
-import time
 import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -114,8 +113,6 @@ class JudgeSettings:
     temperature: float = 1.0
     max_tokens: int = 256
     seed: int = 0
-    retries: int = 2  # extra attempts after a transport error, per call
-    retry_wait_s: float = 1.0
     workers: int = 1
 
 
@@ -154,7 +151,8 @@ class Judge:
         self.calls = 0  # real backend calls made (cache misses), errors included
 
     def sample(self, messages: list[Message], index: int) -> dict[str, Any]:
-        """One judge output for (prompt, sample index): from the cache, or a call with bounded retries."""
+        """One judge output for (prompt, sample index): from the cache, or one call. Transport errors are retried by
+        the backend's client alone (the OpenAI client: backoff, Retry-After), never again on top of it."""
         s = self.settings
         prompt_hash = stable_hash(messages)
         key = stable_hash({"judge": self.model, "prompt": prompt_hash, "temperature": s.temperature,
@@ -163,23 +161,15 @@ class Judge:
         if cached is not None:
             return cached
         gen = GenerationConfig(max_tokens=s.max_tokens, temperature=s.temperature, seed=s.seed + index)
-        error = ""
-        for attempt in range(s.retries + 1):
-            self.calls += 1
-            try:
-                text = self.backend.chat(messages, gen).text
-            except BackendError as err:
-                error = str(err)
-                if attempt < s.retries:
-                    time.sleep(s.retry_wait_s * (attempt + 1))
-                continue
-            record = {"text": text, "prompt_hash": prompt_hash, "judge": self.model, "sample": index,
-                      "attempts": attempt + 1}
-            self.cache.put(key, record)
-            return record
-        # Not cached: a later run tries again. Counted as an error in this run's results.
-        return {"text": None, "error": error, "prompt_hash": prompt_hash, "judge": self.model, "sample": index,
-                "attempts": s.retries + 1}
+        self.calls += 1
+        try:
+            text = self.backend.chat(messages, gen).text
+        except BackendError as err:
+            # Not cached: a later run tries again. Counted as an error in this run's results.
+            return {"text": None, "error": str(err), "prompt_hash": prompt_hash, "judge": self.model, "sample": index}
+        record = {"text": text, "prompt_hash": prompt_hash, "judge": self.model, "sample": index}
+        self.cache.put(key, record)
+        return record
 
     def score(self, messages: list[Message]) -> dict[str, Any]:
         """n samples of one prompt -> mean of the valid scores, with every outcome counted."""
