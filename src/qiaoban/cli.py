@@ -10,6 +10,7 @@ import typer
 
 from qiaoban.chat.cli import HELP as CHAT_HELP
 from qiaoban.chat.cli import chat
+from qiaoban.cli_errors import fail
 
 app = typer.Typer(
     help="qiaoban: an emotion-coaching companion for children — chat, synth, data, train, safety, eval, serve.",
@@ -62,16 +63,14 @@ def models_fetch(
 
     known = lookup(name)
     if known is None:
-        typer.echo(f"error: no known model named {name!r}", err=True)
-        raise typer.Exit(2)
+        fail(f"no known model named {name!r}; `qiaoban models` lists them")
     try:
         if verify and installed_path(known).is_file():
             verify_file(known, installed_path(known), force=True)
         with tqdm(total=known.size, unit="B", unit_scale=True, desc=f"assembling {known.name}", leave=False) as bar:
             path = ensure_model(name, progress=lambda done, total: bar.update(done - bar.n))
     except ModelError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(err))
     typer.echo(f"{known.name}: {path} (verified)")
 
 

@@ -12,6 +12,7 @@ import typer
 
 from qiaoban.backends import BackendError, GenerationConfig, load_backend
 from qiaoban.chat.engine import ChatEngine, Persona
+from qiaoban.cli_errors import FAILED, fail
 from qiaoban.config import home
 from qiaoban.dialogue import write_jsonl
 from qiaoban.models import ModelError, choose_adapter
@@ -78,8 +79,7 @@ def chat(
         llm = load_backend(backend, model=model, adapter=choose_adapter(adapter, backend, model),
                            base_url=base_url, api_model=api_model)
     except (ModelError, BackendError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(err))
     recorder = SafetyRecorder() if safety else None
     if recorder and message is None:
         recorder.guard.preload()
@@ -91,8 +91,7 @@ def chat(
         else:
             _interactive(engine, recorder)
     except BackendError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+        fail(str(err), FAILED)
 
 
 
@@ -100,8 +99,7 @@ def _one_shot(engine: ChatEngine, message: str, as_json: bool, recorder: SafetyR
     try:
         stream = engine.stream(message)
     except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(err))
     if as_json:
         reply = stream.collect()
     else:

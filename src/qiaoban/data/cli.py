@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
+from qiaoban.cli_errors import fail
 from qiaoban.config import load_yaml
 from qiaoban.data.gates import REASONS, GateConfig
 from qiaoban.data.importers import FORMATS, CorpusRecordError, detect_format, import_corpus
@@ -43,11 +44,6 @@ Examples:
 )
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
-
-
 def _gate_config(config_path: Path | None, no_safety: bool, disable: str | None) -> GateConfig:
     """GateConfig from an optional YAML of its fields, then the command-line switches on top."""
     try:
@@ -57,7 +53,7 @@ def _gate_config(config_path: Path | None, no_safety: bool, disable: str | None)
         return replace(config, safety_screen=config.safety_screen and not no_safety,
                        disabled=config.disabled | names)
     except (ValueError, OSError) as err:
-        raise _fail(str(err)) from None
+        fail(str(err))
 
 
 GATES_HELP = "YAML of GateConfig fields (min_turns, max_turn_chars, disabled: [...]); see `qiaoban data gates`."
@@ -80,7 +76,7 @@ def import_cmd(
         count = write_jsonl(partial, import_corpus(src, fmt, source=source, skip_bad=skip_bad, errors=errors))
     except (DialogueFormatError, OSError, ValueError) as err:
         partial.unlink(missing_ok=True)
-        raise _fail(str(err)) from None
+        fail(str(err))
     partial.replace(out)
     elapsed = time.perf_counter() - started
     typer.echo(f"{src} [{fmt}] -> {out}: {count} dialogues in {elapsed:.2f}s"
@@ -106,7 +102,7 @@ def validate(
     try:
         report = validate_file(file, config, format, skip_bad=skip_bad, progress=not as_json)
     except (DialogueFormatError, OSError, ValueError, RuntimeError) as err:
-        raise _fail(str(err)) from None
+        fail(str(err))
     typer.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) if as_json else report.render())
 
 
@@ -127,7 +123,7 @@ def stats(
         dialogues = tqdm(import_corpus(file, format), desc="reading", unit="dlg", leave=False, disable=as_json)
         result = dialogue_stats(dialogues, config, by=fields)
     except (DialogueFormatError, OSError, ValueError, RuntimeError) as err:
-        raise _fail(str(err)) from None
+        fail(str(err))
     typer.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_stats(result))
 
 
@@ -153,7 +149,7 @@ def split(
         parts = split_dialogues(import_corpus(file, format), shares, seed, names=SPLIT_NAMES[: len(shares)],
                                 group_by=group_by, stratify_by=fields)
     except (DialogueFormatError, OSError, ValueError) as err:
-        raise _fail(str(err)) from None
+        fail(str(err))
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, dialogues in parts.items():
         write_jsonl(out_dir / f"{name}.jsonl", dialogues)

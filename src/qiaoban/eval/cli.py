@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from qiaoban.backends import BackendError, GenerationConfig, load_backend
+from qiaoban.cli_errors import BAD_INPUT, FAILED, fail
 from qiaoban.dialogue import Dialogue, DialogueFormatError
 
 app = typer.Typer(
@@ -132,8 +133,7 @@ def run(
                           through_engine=through_engine, guard=guard, scorer=scorer, judge=judge,
                           judge_dimensions=dims, safety_data=safety_data, data_path=data)
     except (ModelError, BackendError) as err:
-        typer.echo(f"error: {err} (finished calls are cached in {out / 'cache'}; rerun to resume)", err=True)
-        raise typer.Exit(1) from None
+        fail(f"{err} (finished calls are cached in {out / 'cache'}; rerun to resume)", FAILED)
     finally:
         if scorer is not None:
             scorer.close()
@@ -145,7 +145,7 @@ def _headline(out: Path) -> dict:
     from qiaoban.eval.report import load_run, summarize
 
     summary = summarize(load_run(out))
-    keys = ("model", "n_items", "ppl", "bleu4", "rouge_l", "distinct1", "distinct2", "mean_reply_chars",
+    keys = ("model", "n_items", "ppl", "bleu4", "chrf", "rouge_l", "distinct1", "distinct2", "mean_reply_chars",
             "over_80_rate", "question_rate", "markdown_rate", "fluency", "consistency", "empathy", "coaching",
             "child_appropriateness", "safety")
     return {k: summary[k] for k in keys if k in summary}
@@ -201,8 +201,7 @@ def simulate(
                                   companion_gen=GenerationConfig(max_tokens=max_tokens, temperature=0.7, seed=seed),
                                   simulator_gen=replace(SIMULATOR_GENERATION, max_tokens=child_max_tokens, seed=seed))
     except (ModelError, BackendError) as err:
-        typer.echo(f"error: {err} (finished calls are cached in {out / 'cache'}; rerun to resume)", err=True)
-        raise typer.Exit(1) from None
+        fail(f"{err} (finished calls are cached in {out / 'cache'}; rerun to resume)", FAILED)
     with open(out / "simulations.jsonl", "w", encoding="utf-8") as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -318,8 +317,7 @@ def annotate_judge(
                else load_backend("llama", model=judge_model))
         path = fill_with_judge(llm, sheet, rater=rater or judge_model or llm.name)
     except (AnnotationError, ModelError, BackendError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2 if isinstance(err, AnnotationError) else 1) from None
+        fail(str(err), BAD_INPUT if isinstance(err, AnnotationError) else FAILED)
     typer.echo(f"wrote {path}")
 
 
@@ -334,6 +332,5 @@ def annotate_import(
     try:
         results = import_judgements(sheet, judgements)
     except AnnotationError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(err))
     typer.echo(json.dumps(results, ensure_ascii=False, indent=2))

@@ -10,11 +10,13 @@ from typing import Annotated
 import numpy as np
 import typer
 
+from qiaoban.cli_errors import fail
 from qiaoban.models import DEFAULT_MODEL, ModelError
 from qiaoban.safety import classifier, head
-from qiaoban.safety.bench import BenchFormatError, cross_validate, read_labelled, run_bench
+from qiaoban.safety.bench import cross_validate, run_bench
 from qiaoban.safety.classifier import BENIGN_WEIGHT, DEFAULT_EPOCHS, DEFAULT_PER_LABEL, DEFAULT_SEED
 from qiaoban.safety.detect import check as screen
+from qiaoban.safety.labelled import LabelledFormatError, read_labelled
 
 app = typer.Typer(
     help="""Child safety: screen what a child writes for crisis, abuse, bullying and other risks.
@@ -40,11 +42,6 @@ qiaoban safety train-head --examples tests/safety/data/redteam_dev.jsonl
 )
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
 UseHead = Annotated[bool, typer.Option(
     "--head/--no-head", help="Add the LLM layer (a head on the default model's hidden states, ~0.2 s on the "
     "messages where it can change the verdict) when that model is installed; --no-head: the fast layers alone.")]
@@ -68,7 +65,7 @@ def check(
 ) -> None:
     """Screen one message, or every line of a JSONL file; prints one JSON verdict per message."""
     if (text is None) == (jsonl is None):
-        _fail("give either a TEXT or --jsonl FILE")
+        fail("give either a TEXT or --jsonl FILE")
     llm_head = _head(use_head)
     if text is not None:
         verdict = screen(text, context or [], head=llm_head)
@@ -79,7 +76,7 @@ def check(
     try:
         handle = sys.stdin if str(jsonl) == "-" else open(jsonl, encoding="utf-8")  # noqa: SIM115
     except OSError as err:
-        _fail(f"cannot read {jsonl}: {err.strerror}")
+        fail(f"cannot read {jsonl}: {err.strerror}")
     with handle:
         lines = handle.readlines()
     items = []
@@ -89,12 +86,12 @@ def check(
         try:
             item = json.loads(line)
         except json.JSONDecodeError as err:
-            _fail(f"{jsonl}:{number}: not valid JSON ({err.msg})")
+            fail(f"{jsonl}:{number}: not valid JSON ({err.msg})")
         if not isinstance(item, dict) or not isinstance(item.get("text"), str):
-            _fail(f"{jsonl}:{number}: expected an object with a string \"text\"")
+            fail(f"{jsonl}:{number}: expected an object with a string \"text\"")
         ctx = item.get("context", [])
         if not isinstance(ctx, list) or not all(isinstance(c, str) for c in ctx):
-            _fail(f"{jsonl}:{number}: \"context\" must be a list of strings")
+            fail(f"{jsonl}:{number}: \"context\" must be a list of strings")
         items.append((item["text"], ctx))
     for message, ctx in items:
         verdict = screen(message, ctx, head=llm_head)
@@ -112,11 +109,11 @@ def bench(
     """Recall per category, false-positive rate on benign messages, latency per message (ms): of the fast
     layers, and of the whole detector when the head is on."""
     if not file.is_file():
-        _fail(f"no such file: {file}")
+        fail(f"no such file: {file}")
     try:
         report = run_bench(file, head=_head(use_head))
-    except BenchFormatError as err:
-        _fail(str(err))
+    except LabelledFormatError as err:
+        fail(str(err))
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
         return
@@ -165,14 +162,14 @@ def train_head(
     for path in examples:
         try:
             items += read_labelled(path)
-        except (OSError, BenchFormatError) as err:
-            _fail(str(err))
+        except (OSError, LabelledFormatError) as err:
+            fail(str(err))
         sources.append({"path": path.as_posix(), "sha256": classifier.file_digest(path)})
     try:
         texts = [head.embedding_input(item["text"], item.get("context", [])) for item in items]
         vectors = head.embed_all(texts, model, layers)
     except ModelError as err:
-        _fail(str(err))
+        fail(str(err))
     risky = np.array([item["label"] == "risk" for item in items])
     params = head.fit(vectors, risky)
     path = out or head.head_path()
@@ -204,8 +201,8 @@ def crossval(
             texts = [head.embedding_input(item["text"], item.get("context", [])) for item in read_labelled(file)]
             embed = dict(zip(texts, head.embed_all(texts, DEFAULT_MODEL, layers), strict=True)).__getitem__
         report = cross_validate(file, folds=folds, embed=embed)
-    except (OSError, BenchFormatError, ModelError) as err:
-        _fail(str(err))
+    except (OSError, LabelledFormatError, ModelError) as err:
+        fail(str(err))
     typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
 
 
@@ -232,8 +229,8 @@ def train(
     for path in examples or []:
         try:
             rows += classifier.labelled_rows(path)
-        except (OSError, BenchFormatError) as err:
-            _fail(str(err))
+        except (OSError, LabelledFormatError) as err:
+            fail(str(err))
         sources.append({"path": path.as_posix(), "sha256": classifier.file_digest(path)})
     if dump_data:
         with open(dump_data, "w", encoding="utf-8") as handle:

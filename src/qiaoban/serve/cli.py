@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from qiaoban.backends import BackendError, load_backend
+from qiaoban.cli_errors import fail
 from qiaoban.models import ModelError, choose_adapter
 
 MIN_TOKEN_CHARS = 12
@@ -71,8 +72,7 @@ def app(
         llm = load_backend(backend, model=model, adapter=choose_adapter(adapter, backend, model),
                            base_url=base_url, api_model=api_model, timeout_s=request_timeout)
     except (ModelError, BackendError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(err))
     settings = ServeSettings(
         model_id=api_model or model or "default",
         guardian_token=guardian_token or None,

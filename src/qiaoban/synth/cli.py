@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from qiaoban.backends import BACKENDS, Backend, BackendError, GenerationConfig, load_backend
+from qiaoban.cli_errors import FAILED, fail
 from qiaoban.config import load_yaml
 from qiaoban.data import GateConfig
 from qiaoban.dialogue import DialogueFormatError
@@ -114,9 +115,7 @@ def app(
             teacher.close()
     except (SynthError, BackendError, ModelError, TopicFileError, DialogueFormatError, FileNotFoundError,
             ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(err))
     typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
     if report["stopped"]:
-        typer.echo(f"stopped early: {report['stopped']}", err=True)
-        raise typer.Exit(1)
+        fail(f"stopped early: {report['stopped']}; run the same command to resume", FAILED)

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from qiaoban.cli_errors import fail
+
 HELP = """Fine-tune a companion model and hand it to the chat runtime.
 
 The usual path on the bundled 1.5B (CPU: about an hour; one GPU: minutes):
@@ -57,8 +59,7 @@ def run(
         cfg = load_config(config, overrides or [])
         metrics = run_training(cfg, resume=resume, compare_base=compare_base)
     except (ValueError, FileNotFoundError, MemoryBudgetError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(err))
     summary = {k: metrics.get(k) for k in ("steps", "train_loss", "heldout_base", "heldout_tuned", "tokens_per_s")}
     typer.echo(json.dumps(summary, indent=2))
     typer.echo(f"run saved in {cfg.output_dir}; export with: qiaoban train export {cfg.output_dir} --to gguf-adapter")
@@ -79,8 +80,7 @@ def finish(
     try:
         metrics = finish_run(run_dir, checkpoint=checkpoint, max_eval_samples=max_eval_samples, eval_with=eval_with)
     except (ValueError, FileNotFoundError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(err))
     summary = {k: metrics.get(k) for k in ("steps", "finished_from", "heldout_base", "heldout_tuned")}
     typer.echo(json.dumps(summary, indent=2))
 
@@ -101,8 +101,7 @@ def convert_gguf_command(
     try:
         typer.echo(str(convert_gguf(model, force=force)))
     except (ModelError, MemoryBudgetError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(err))
 
 
 @app.command("export")
@@ -128,8 +127,7 @@ def export(
         else:
             raise ExportError(f"--to must be gguf-adapter or merged-q4, got {to!r}")
     except ExportError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(err))
     size_mb = path.stat().st_size / 2**20
     typer.echo(f"{path} ({size_mb:.1f} MB)")
     if to == "gguf-adapter":
@@ -155,8 +153,7 @@ def build_data(
     try:
         train, held_out, report = build_mix(MixSpec.from_dict(load_yaml(mix), base_dir=mix.parent))
     except (MixError, FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(err))
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "train.jsonl", train)
     write_jsonl(out / "eval.jsonl", held_out)
