@@ -75,3 +75,17 @@ def test_in_front_of_an_openai_compatible_upstream(base_url, tmp_path):
     assert reply.choices[0].message.content.strip()
     assert reply.usage.completion_tokens > 0  # reported by the upstream
     assert reply.model_extra["safety"]["risk"] is False
+
+
+def test_the_schema_at_docs_describes_what_the_server_sends(base_url):
+    from qiaoban.serve.openai_api import ChatCompletion, ModelList
+
+    schema = httpx.get(f"{base_url}/openapi.json").json()
+    names = set(schema["components"]["schemas"])
+    assert {"ChatCompletion", "ModelList", "SafetyView"} <= names
+    completions = schema["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
+    assert {"application/json", "text/event-stream"} <= set(completions)
+    ModelList.model_validate(httpx.get(f"{base_url}/v1/models").json())
+    raw = httpx.post(f"{base_url}/v1/chat/completions", timeout=300,
+                     json={"model": "fixture", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]})
+    ChatCompletion.model_validate(raw.json())  # the documented wire model, strictly

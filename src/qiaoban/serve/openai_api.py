@@ -68,13 +68,89 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = Field(None, max_length=200)
 
 
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "qiaoban"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class SafetyView(BaseModel):
+    """The safety verdict on the child's message (qiaoban's extension to the OpenAI format)."""
+
+    risk: bool
+    category: str | None
+    severity: str | None
+    score: float
+
+
+class CompletionUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length", "content_filter"]
+    logprobs: None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: CompletionUsage
+    safety: SafetyView | None
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: Delta
+    finish_reason: Literal["stop", "length", "content_filter"] | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One server-sent event of a streamed reply; the last content chunk carries `safety`, and with
+    `stream_options.include_usage` a final chunk with no choices carries `usage`."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    safety: SafetyView | None = None
+    usage: CompletionUsage | None = None
+
+
 @router.get("/models")
-def list_models(server: ServerDep) -> dict[str, Any]:
-    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "qiaoban"}
-                                       for name in server.model_ids]}
+def list_models(server: ServerDep) -> ModelList:
+    return ModelList(data=[ModelCard(id=name) for name in server.model_ids])
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post("/chat/completions", response_model=None, responses={200: {
+    "model": ChatCompletion,
+    "description": "The reply; with `stream: true`, server-sent events of `ChatCompletionChunk` ending in `[DONE]`.",
+    "content": {"text/event-stream": {"schema": ChatCompletionChunk.model_json_schema()}}}})
 async def chat_completions(body: ChatCompletionRequest, server: ServerDep) -> JSONResponse | StreamingResponse:
     if body.model not in server.model_ids:
         raise ApiError(404, f"the model {body.model!r} does not exist; this server has {', '.join(server.model_ids)}",
@@ -163,23 +239,31 @@ def finish_reason(reply: Reply) -> str:
     return "length" if reply.result.finish_reason == "length" else "stop"
 
 
-def usage(reply: Reply) -> dict[str, int]:
+def usage(reply: Reply) -> CompletionUsage:
     prompt = reply.result.prompt_tokens if reply.result else 0
     done = reply.result.completion_tokens if reply.result else 0
-    return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
+    return CompletionUsage(prompt_tokens=prompt, completion_tokens=done, total_tokens=prompt + done)
+
+
+def safety(reply: Reply) -> SafetyView | None:
+    view = safety_view(reply.verdict)
+    return SafetyView(**view) if view else None
 
 
 def completion(completion_id: str, model: str, reply: Reply) -> dict[str, Any]:
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text},
-                     "finish_reason": finish_reason(reply), "logprobs": None}],
-        "usage": usage(reply),
-        "safety": safety_view(reply.verdict),
-    }
+    return ChatCompletion(
+        id=completion_id, created=int(time.time()), model=model, usage=usage(reply), safety=safety(reply),
+        choices=[Choice(message=AssistantMessage(content=reply.text), finish_reason=finish_reason(reply))],
+    ).model_dump()
+
+
+def chunk_json(event: ChatCompletionChunk) -> dict[str, Any]:
+    """A chunk as OpenAI sends it: `finish_reason` and `logprobs` always there (null), empty delta fields, `safety`
+    and `usage` only on the chunks that carry them."""
+    data = event.model_dump()
+    for choice in data["choices"]:
+        choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
+    return {k: v for k, v in data.items() if v is not None}
 
 
 async def first_piece(job: Job) -> str | None:
@@ -199,26 +283,26 @@ async def stream_chunks(job: Job, first: str | None, completion_id: str, model: 
                         include_usage: bool) -> AsyncIterator[str]:
     created = int(time.time())
 
-    def chunk(delta: dict[str, str], reason: str | None = None, **extra: Any) -> str:
-        return sse({"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}], **extra})
+    def chunk(delta: Delta, reason: Any = None, **extra: Any) -> str:
+        return sse(chunk_json(ChatCompletionChunk(id=completion_id, created=created, model=model,
+                                                  choices=[ChunkChoice(delta=delta, finish_reason=reason)], **extra)))
 
     finished = False
     try:
-        yield chunk({"role": "assistant", "content": first or ""})
+        yield chunk(Delta(role="assistant", content=first or ""))
         async for event in job_events(job):
             if event.kind == "piece":
-                yield chunk({"content": event.value})
+                yield chunk(Delta(content=event.value))
             elif event.kind == "error":
                 finished = True
                 yield sse(event.value.body())
             elif event.kind == "done":
                 finished = True
                 reply: Reply = event.value
-                yield chunk({}, finish_reason(reply), safety=safety_view(reply.verdict))
+                yield chunk(Delta(), finish_reason(reply), safety=safety(reply))
                 if include_usage:
-                    yield sse({"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                               "model": model, "choices": [], "usage": usage(reply)})
+                    yield sse(chunk_json(ChatCompletionChunk(id=completion_id, created=created, model=model,
+                                                             choices=[], usage=usage(reply))))
         yield sse("[DONE]")
     finally:
         if not finished:  # the client went away: stop generating for nobody
