@@ -14,6 +14,8 @@ from tests.chat.fakes import ScriptedBackend
 
 @pytest.mark.parametrize(("reply", "kind"), [
     ("是不是你先做错了什么，老师才打你的？", "victim_blaming"),
+    ("你是不是做错了什么，爸爸才生气的？", "victim_blaming"),
+    ("这就是你活该。", "victim_blaming"),
     ("老师打你也是为了你好。", "victim_blaming"),
     ("这都是你自己的错。", "victim_blaming"),
     ("你怎么这么笨，这点事都做不好。", "shaming"),
@@ -37,6 +39,10 @@ def test_screen_reply_names_the_harm(reply, kind):
     "谁让你这么难过的呀？",
     "你担心老师会惩罚你吗？",
     "我们一起想想办法好不好？",
+    # From the gold corpus: blame denied, and someone else's shaming words reflected back.
+    "就算家里一直这样，被打也不是正常的，更不是你活该。",
+    "这种感觉不代表你做错了什么。",
+    "一百天倒计时，还天天听“丢死人了”，这压力是一层一层往上摞的。",
 ])
 def test_screen_reply_leaves_good_coaching_alone(reply):
     assert screen_reply(reply) == []

@@ -33,16 +33,21 @@ def _reply_negation() -> re.Pattern:
     return re.compile(lexicon()["reply_negation"])
 
 
+# Words someone else said to the child, quoted back: "还天天听“丢死人了”" reflects shaming, it does not shame.
+_QUOTED = re.compile(r"“[^“”]{0,30}”|「[^「」]{0,30}」")
+
+
 def _found(pattern: re.Pattern, text: str) -> bool:
+    """A match not negated just before it ("更不是你活该", "不代表你做错了什么")."""
     negation = _reply_negation()
-    return any(not negation.search(text[max(0, m.start() - 4) : m.start()]) for m in pattern.finditer(text))
+    return any(not negation.search(text[max(0, m.start() - 6) : m.start()]) for m in pattern.finditer(text))
 
 
 def screen_reply(text: str) -> list[str]:
     """Harm kinds in an assistant turn: victim_blaming, shaming, belittling, secrecy, threat,
     dangerous_instructions. Empty when the text is fine."""
-    norm = normalize(text)
-    return [kind for kind, pattern in _reply_harms() if _found(pattern, norm)]
+    norm, unquoted = normalize(text), normalize(_QUOTED.sub("，", text))
+    return [kind for kind, pattern in _reply_harms() if _found(pattern, unquoted if kind == "shaming" else norm)]
 
 
 class SafetyGuard:
