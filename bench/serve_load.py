@@ -9,6 +9,9 @@ Three runs against servers it starts itself, on the same model, one after the ot
   2. qiaoban OpenAI API: POST /v1/chat/completions, stream: true (safety, no storage);
   3. baseline: llama-cpp-python's own OpenAI-compatible server (`python -m llama_cpp.server`), sent the same
      prompt our server builds (the companion system prompt + the message), same max_tokens, streaming.
+With --turns T, the sessions run instead compares conversations: each client's requests are one session of T
+turns, once with the prefix cache (each session's next turn resumes from its kept KV state) and once without it
+(QIAOBAN_PREFIX_CACHE_MB=0, as before), reporting time to first piece of the first and of the last turn.
 Each server gets one warm-up request first (not counted). Each run prints requests/s, p50/p95 latency, p50 time to first piece, errors and (for 1) lost messages.
 """
 
@@ -49,6 +52,7 @@ class Outcome:
     latency_s: float
     ttft_s: float
     error: str = ""
+    turn: int = 0  # the request's index within its client's session
 
 
 @dataclass
@@ -61,6 +65,9 @@ class RunResult:
     p50_s: float
     p95_s: float
     ttft_p50_s: float
+    ttft_p95_s: float = 0.0
+    first_turn_ttft_p50_s: float = 0.0
+    last_turn_ttft_p50_s: float = 0.0
     lost_messages: int | None = None
     error_samples: list[str] = field(default_factory=list)
 
@@ -104,6 +111,10 @@ def drive(clients: int, total: int, one_client: Callable[[int, int, tqdm], list[
     return [o for r in results for o in r], time.perf_counter() - started
 
 
+def max_turn(outcomes: list[Outcome]) -> int:
+    return max((o.turn for o in outcomes), default=0)
+
+
 def summarize(name: str, outcomes: list[Outcome], wall_s: float, lost: int | None = None) -> RunResult:
     good = [o for o in outcomes if o.ok]
     return RunResult(
@@ -112,13 +123,17 @@ def summarize(name: str, outcomes: list[Outcome], wall_s: float, lost: int | Non
         p50_s=round(percentile([o.latency_s for o in good], 0.5), 3),
         p95_s=round(percentile([o.latency_s for o in good], 0.95), 3),
         ttft_p50_s=round(percentile([o.ttft_s for o in good], 0.5), 3),
+        ttft_p95_s=round(percentile([o.ttft_s for o in good], 0.95), 3),
+        first_turn_ttft_p50_s=round(percentile([o.ttft_s for o in good if o.turn == 0], 0.5), 3),
+        last_turn_ttft_p50_s=round(percentile([o.ttft_s for o in good if o.turn == max_turn(good)], 0.5), 3),
         lost_messages=lost, error_samples=sorted({o.error for o in outcomes if not o.ok})[:5],
     )
 
 
-def start_qiaoban(model: str, threads: int, clients: int, max_tokens: int, db: Path) -> tuple[subprocess.Popen, str]:
+def start_qiaoban(model: str, threads: int, clients: int, max_tokens: int, db: Path,
+                  prefix_cache: bool = True) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "QIAOBAN_THREADS": str(threads)}
+    env = {**os.environ, "QIAOBAN_THREADS": str(threads), **({} if prefix_cache else {"QIAOBAN_PREFIX_CACHE_MB": "0"})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "qiaoban", "serve", "--model", model, "--port", str(port), "--db", str(db),
          "--queue-size", str(max(16, 2 * clients)), "--max-tokens", str(max_tokens), "--request-timeout", "600"],
@@ -169,9 +184,10 @@ def run_sessions(url: str, clients: int, total: int) -> tuple[list[Outcome], flo
                             raise RuntimeError("stream ended without done")
                         seen.append(("assistant", done["reply"]))
                     latency = time.perf_counter() - start
-                    outcomes.append(Outcome(True, latency, first or latency))
+                    outcomes.append(Outcome(True, latency, first or latency, turn=n))
                 except (httpx.HTTPError, RuntimeError) as err:
-                    outcomes.append(Outcome(False, time.perf_counter() - start, 0.0, str(err) or type(err).__name__))
+                    outcomes.append(Outcome(False, time.perf_counter() - start, 0.0, str(err) or type(err).__name__,
+                                            turn=n))
                 bar.update()
             acknowledged[i] = (session, seen)
         return outcomes
@@ -242,7 +258,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores)")
     parser.add_argument("--no-baseline", action="store_true", help="skip llama-cpp-python's server")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--turns", type=int, default=None,
+                        help="conversations of this many turns per client, with and without the prefix cache")
     args = parser.parse_args()
+    if args.turns:
+        conversations(args)
+        return
 
     from qiaoban.config import default_threads
 
@@ -293,6 +314,40 @@ def main() -> None:
     if len(results) == 3 and results[2].requests_per_s:
         print(f"throughput vs baseline: sessions {results[0].requests_per_s / results[2].requests_per_s:.2f}x, "
               f"/v1 {results[1].requests_per_s / results[2].requests_per_s:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+
+
+def conversations(args: argparse.Namespace) -> None:
+    from qiaoban.config import default_threads
+
+    threads = args.threads or default_threads()
+    total = args.clients * args.turns
+    results: list[RunResult] = []
+    for cached in (False, True):
+        with tempfile.TemporaryDirectory() as tmp:
+            db = Path(tmp) / "serve.db"
+            proc, url = start_qiaoban(args.model, threads, args.clients, args.max_tokens, db, prefix_cache=cached)
+            try:
+                run_openai(url, args.model, 1, 1, args.max_tokens, None)  # warm-up
+                outcomes, wall, acknowledged = run_sessions(url, args.clients, total)
+            finally:
+                stop(proc)
+            name = "sessions, each turn resumes its prefix" if cached else "sessions, no prefix cache (before)"
+            results.append(summarize(name, outcomes, wall, count_lost(db, acknowledged)))
+    print(f"model {ensure_model(args.model).name}, {args.clients} clients x {args.turns} turns, "
+          f"max_tokens {args.max_tokens}, {threads} llama.cpp thread(s)")
+    print(f"{'run':42} {'req/s':>7} {'ttft50':>7} {'ttft95':>7} {'turn1':>7} {'turn' + str(args.turns):>7} "
+          f"{'errors':>6} {'lost':>5}")
+    for r in results:
+        print(f"{r.name:42} {r.requests_per_s:7.3f} {r.ttft_p50_s:7.2f} {r.ttft_p95_s:7.2f} "
+              f"{r.first_turn_ttft_p50_s:7.2f} {r.last_turn_ttft_p50_s:7.2f} {r.errors:6d} {r.lost_messages:>5}")
+    before, after = results
+    if after.first_turn_ttft_p50_s and before.ttft_p95_s and before.requests_per_s:
+        print(f"last/first turn ttft: {after.last_turn_ttft_p50_s / after.first_turn_ttft_p50_s:.2f}x "
+              f"(before {before.last_turn_ttft_p50_s / before.first_turn_ttft_p50_s:.2f}x); "
+              f"p95 ttft {after.ttft_p95_s / before.ttft_p95_s:.2f}x before's; "
+              f"throughput {after.requests_per_s / before.requests_per_s:.2f}x")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
 

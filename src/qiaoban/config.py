@@ -38,6 +38,11 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def prefix_cache_bytes() -> int:
+    """Memory for recent conversations' KV states in llama.cpp (QIAOBAN_PREFIX_CACHE_MB, default 1024; 0: none)."""
+    return int(float(os.environ.get("QIAOBAN_PREFIX_CACHE_MB", "1024")) * (1 << 20))
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; a clear error for a missing file or a file that is not a mapping."""
     path = Path(path)

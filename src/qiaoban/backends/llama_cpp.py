@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from qiaoban.backends.base import Backend, BackendError, ChatStream, GenerationConfig, Message, Usage
+from qiaoban.backends.prefix_cache import PrefixCache, common_prefix, compact
 from qiaoban.config import default_threads, home
+from qiaoban.config import prefix_cache_bytes as prefix_cache_bytes_default
 from qiaoban.models.registry import profile_of
 
 DEFAULT_CONTEXT = 4096
@@ -71,6 +73,7 @@ class LlamaCppBackend(Backend):
         n_threads: int | None = None,
         name: str | None = None,
         verbose: bool = False,
+        prefix_cache_bytes: int | None = None,
     ):
         from llama_cpp import Llama
 
@@ -95,6 +98,7 @@ class LlamaCppBackend(Backend):
         self._formatter = chat_formatter(self.llm, self.model_path)
         # llama.cpp holds one sequence: callers from several threads take turns.
         self._lock = threading.Lock()
+        self.prefix_cache = PrefixCache(prefix_cache_bytes_default() if prefix_cache_bytes is None else prefix_cache_bytes)
 
     def render_prompt(self, messages: list[Message]) -> tuple[list[int], list[str]]:
         rendered = self._formatter(messages=messages)
@@ -119,6 +123,7 @@ class LlamaCppBackend(Backend):
         if budget <= 0:
             raise BackendError(f"prompt of {len(tokens)} tokens does not fit the {self.context_length}-token context")
         with self._lock:
+            self._resume_longest_prefix(tokens)
             pieces: list[str] = []
             chunks = self.llm.create_completion(
                 prompt=tokens,
@@ -131,14 +136,27 @@ class LlamaCppBackend(Backend):
                 stop=stops + list(gen.stop),
                 stream=True,
             )
-            for chunk in chunks:
-                choice = chunk["choices"][0]
-                if choice.get("finish_reason"):
-                    usage.finish_reason = choice["finish_reason"]
-                if choice["text"]:
-                    pieces.append(choice["text"])
-                    yield choice["text"]
+            try:
+                for chunk in chunks:
+                    choice = chunk["choices"][0]
+                    if choice.get("finish_reason"):
+                        usage.finish_reason = choice["finish_reason"]
+                    if choice["text"]:
+                        pieces.append(choice["text"])
+                        yield choice["text"]
+            finally:  # also when the reader stopped early: this conversation's next turn starts from here
+                chunks.close()
+                self.prefix_cache.put(compact(self.llm.save_state()))
             usage.completion_tokens = self.count_text_tokens("".join(pieces)) + (usage.finish_reason == "stop")
+
+    def _resume_longest_prefix(self, tokens: list[int]) -> None:
+        """Restore the kept state that shares more of `tokens` than the context does (another session may have
+        used the context since); llama.cpp then evaluates only the rest."""
+        held = common_prefix(self.llm.input_ids[: self.llm.n_tokens], tokens)
+        state, shared = self.prefix_cache.best(tokens)
+        if state is not None and shared > held:
+            self.llm.load_state(state)
+            self.prefix_cache.hits += 1
 
     def prompt_prefix(self, system_prompt: str) -> list[int]:
         """The tokens every conversation under `system_prompt` starts with (up to the first child message)."""
