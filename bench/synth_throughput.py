@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,17 +29,15 @@ from pathlib import Path
 
 import httpx
 
-from qiaoban.backends import GenerationConfig
-from qiaoban.backends.openai_http import OpenAIBackend
-from qiaoban.data import GateConfig
-from qiaoban.models import ensure_model
-from qiaoban.synth.runner import SynthConfig, run_synth
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from qiaoban.backends import GenerationConfig  # noqa: E402
+from qiaoban.backends.openai_http import OpenAIBackend  # noqa: E402
+from qiaoban.data import GateConfig  # noqa: E402
+from qiaoban.models import ensure_model  # noqa: E402
+from qiaoban.synth.runner import SynthConfig, run_synth  # noqa: E402
+from tests.helpers import free_port  # noqa: E402
 
 
 def start_server(model_path: Path, threads: int, n_ctx: int) -> tuple[subprocess.Popen, str]:

@@ -97,13 +97,16 @@ class Dialogue:
         return json.dumps(self.to_dict(), ensure_ascii=False)
 
     def to_chat_messages(self, system_prompt: str | None = None) -> list[dict[str, str]]:
-        """OpenAI-style messages: child -> user, assistant -> assistant."""
-        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-        messages += [{"role": CHAT_ROLE[t.role], "content": t.text} for t in self.turns]
-        return messages
+        return chat_messages(system_prompt, self.turns)
 
     def structure_problems(self) -> list[str]:
         return structure_problems(self.turns)
+
+
+def chat_messages(system_prompt: str | None, turns: Iterable[Turn]) -> list[dict[str, str]]:
+    """OpenAI-style messages: the system prompt (when given), then child -> user, assistant -> assistant."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return messages + [{"role": CHAT_ROLE[t.role], "content": t.text} for t in turns]
 
 
 def field_value(dialogue: Dialogue, name: str) -> Any:

@@ -1,7 +1,7 @@
 import pytest
 
-from qiaoban.chat.history import ContextOverflowError, build_messages, trim_history
-from qiaoban.dialogue import Turn
+from qiaoban.chat.history import ContextOverflowError, trim_history
+from qiaoban.dialogue import Turn, chat_messages
 
 
 def chars(messages):
@@ -21,7 +21,7 @@ def test_oldest_exchange_dropped_first_and_system_prompt_kept():
     history = turns("a" * 10, "b" * 10, "c" * 10, "d" * 10, "e" * 10)
     kept = trim_history("S" * 5, history, chars, budget=5 + 30)
     assert [t.text[0] for t in kept] == ["c", "d", "e"]
-    messages = build_messages("S" * 5, kept)
+    messages = chat_messages("S" * 5, kept)
     assert messages[0] == {"role": "system", "content": "SSSSS"}
 
 

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import yaml
 
 from qiaoban.backends.base import Backend, ChatResult, GenerationConfig
-from qiaoban.chat.history import build_messages, trim_history
+from qiaoban.chat.history import trim_history
 from qiaoban.chat.style import (
     CLAUSE_END,
     SENTENCE_END,
@@ -36,7 +36,7 @@ from qiaoban.chat.style import (
     split_sentences,
     unmatched_closers_removed,
 )
-from qiaoban.dialogue import Dialogue, Turn, content_id
+from qiaoban.dialogue import Dialogue, Turn, chat_messages, content_id
 from qiaoban.models.registry import ChatProfile
 
 # How many earlier child messages the safety screen sees ("我已经决定了" after earlier despair).
@@ -179,7 +179,7 @@ class ChatEngine:
             system += "\n\n" + verdict.guidance
         kept = trim_history(system, self.turns, self.backend.count_prompt_tokens,
                             self.backend.context_length - self.gen.max_tokens)
-        stream = self.backend.stream_chat(build_messages(system, kept), self.gen)
+        stream = self.backend.stream_chat(chat_messages(system, kept), self.gen)
         clauses = ClauseStream()
         shown = _Shown(message, drop_echo=self.profile.drop_echo)
         stop_after = self.profile.stop_after_chars

@@ -5,16 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from qiaoban.backends.base import Message
-from qiaoban.dialogue import CHAT_ROLE, Turn
+from qiaoban.dialogue import Turn, chat_messages
 
 
 class ContextOverflowError(ValueError):
     """Even the system prompt and the newest message alone do not fit."""
-
-
-def build_messages(system_prompt: str, turns: list[Turn]) -> list[Message]:
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return messages + [{"role": CHAT_ROLE[t.role], "content": t.text} for t in turns]
 
 
 def trim_history(
@@ -31,7 +26,7 @@ def trim_history(
     start = 0
     while True:
         kept = turns[start:]
-        if count_tokens(build_messages(system_prompt, kept)) <= budget:
+        if count_tokens(chat_messages(system_prompt, kept)) <= budget:
             return kept
         if len(kept) <= 1:
             raise ContextOverflowError(

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from qiaoban.dialogue import CHAT_ROLE, Dialogue, Turn
+from qiaoban.dialogue import Dialogue, Turn, chat_messages
 
 IGNORE_INDEX = -100
 
@@ -68,11 +68,7 @@ def exchanges_of(dialogue: Dialogue) -> list[tuple[Turn, Turn]] | None:
 
 
 def _messages(system_prompt: str, exchanges: list[tuple[Turn, Turn]]) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    for child, assistant in exchanges:
-        messages.append({"role": CHAT_ROLE[child.role], "content": child.text})
-        messages.append({"role": CHAT_ROLE[assistant.role], "content": assistant.text})
-    return messages
+    return chat_messages(system_prompt, [turn for exchange in exchanges for turn in exchange])
 
 
 def _special_texts(tokenizer) -> list[str]:
