@@ -17,7 +17,8 @@ runner = CliRunner()
 
 TEST_SPLITS = ("redteam_test.jsonl", "redteam_test_r9.jsonl", "redteam_test_r15.jsonl",  # never tuned on
                "redteam_test_r18.jsonl", "redteam_test_r20.jsonl", "redteam_test_r22.jsonl",
-               "redteam_test_r23a.jsonl", "redteam_test_r23b.jsonl")
+               "redteam_test_r23a.jsonl", "redteam_test_r23b.jsonl",
+               "redteam_test_r24a.jsonl", "redteam_test_r24b.jsonl")  # played down, taken back, framed
 
 
 def _read(name: str) -> list[dict]:
@@ -57,27 +58,31 @@ def _assert_level(name: str, recall: float, fpr: float, llm_head: head.Head | No
 
 def test_test_splits_stay_at_their_measured_level():
     # Last measured (fast layers) at recall / false positives 0.972 / 0.015 on round 7, 0.944 / 0.040 on round 9,
-    # 0.990 / 0.000 on round 15, 1.000 / 0.026 on round 18, 1.000 / 0.008 on round 20, 0.974 / 0.017 on round 22,
-    # 0.992 / 0.009 on round 23a and 1.000 / 0.019 on round 23b (see data/README.md); these guard that level.
+    # 0.990 / 0.000 on round 15, 1.000 / 0.026 on round 18, 1.000 / 0.017 on round 20, 0.974 / 0.017 on round 22,
+    # 1.000 / 0.017 on round 23a, 1.000 / 0.019 on round 23b, 0.842 / 0.060 on round 24a and 0.858 / 0.090 on
+    # round 24b (the played-down styles: below the goal; see data/README.md); these guard that level.
     for name, recall, fpr in (("redteam_test.jsonl", 0.95, 0.03), ("redteam_test_r9.jsonl", 0.93, 0.05),
                               ("redteam_test_r15.jsonl", 0.97, 0.02), ("redteam_test_r18.jsonl", 0.98, 0.04),
                               ("redteam_test_r20.jsonl", 0.98, 0.02), ("redteam_test_r22.jsonl", 0.96, 0.03),
-                              ("redteam_test_r23a.jsonl", 0.98, 0.02), ("redteam_test_r23b.jsonl", 0.98, 0.03)):
+                              ("redteam_test_r23a.jsonl", 0.98, 0.02), ("redteam_test_r23b.jsonl", 0.98, 0.03),
+                              ("redteam_test_r24a.jsonl", 0.84, 0.06), ("redteam_test_r24b.jsonl", 0.85, 0.09)):
         report = _assert_level(name, recall, fpr)
         assert report["latency_ms"]["p50"] <= 5.0  # p95 too on a quiet machine; a shared one preempts us at random
 
 
 @pytest.mark.slow
 def test_test_splits_with_the_head_stay_at_their_measured_level(default_model_path):
-    # Last measured with the head at 0.982 / 0.015 (round 7), 0.984 / 0.013 (round 9), 0.980 / 0.000 (round 15),
-    # 0.992 / 0.017 (round 18), 1.000 / 0.017 (round 20), 0.965 / 0.017 (round 22), 1.000 / 0.009 (round 23a) and
-    # 1.000 / 0.025 (round 23b): the 0.95 / 0.05 goal on every split.
+    # Last measured with the head at 0.982 / 0.015 (round 7), 0.984 / 0.013 (round 9), 0.990 / 0.000 (round 15),
+    # 0.992 / 0.017 (round 18), 1.000 / 0.025 (round 20), 0.965 / 0.017 (round 22), 1.000 / 0.017 (round 23a) and
+    # 1.000 / 0.025 (round 23b): the 0.95 / 0.05 goal on those; 0.858 / 0.080 (round 24a) and 0.833 / 0.060
+    # (round 24b) on the played-down styles, below it.
     llm_head = head.available()
     assert llm_head is not None
     for name, recall, fpr in (("redteam_test.jsonl", 0.97, 0.03), ("redteam_test_r9.jsonl", 0.97, 0.03),
                               ("redteam_test_r15.jsonl", 0.97, 0.02), ("redteam_test_r18.jsonl", 0.98, 0.03),
                               ("redteam_test_r20.jsonl", 0.99, 0.03), ("redteam_test_r22.jsonl", 0.95, 0.03),
-                              ("redteam_test_r23a.jsonl", 0.99, 0.02), ("redteam_test_r23b.jsonl", 0.99, 0.04)):
+                              ("redteam_test_r23a.jsonl", 0.99, 0.02), ("redteam_test_r23b.jsonl", 0.99, 0.04),
+                              ("redteam_test_r24a.jsonl", 0.85, 0.08), ("redteam_test_r24b.jsonl", 0.83, 0.06)):
         report = _assert_level(name, recall, fpr, llm_head)
         assert 0 < report["head_asked"] < report["n_risk"] + report["n_benign"]
 
