@@ -15,10 +15,14 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
+from markupsafe import Markup
 from scipy import stats
 
 from qiaoban.eval.judge import REPLY_DIMENSIONS, rubrics
@@ -226,37 +230,20 @@ def write_report(run_dirs: Sequence[str | Path], out_html: str | Path,
 
 # ---------------------------------------------------------------- HTML
 
+EXAMPLES = 12  # example rows in the report
 COLORS = ("#2f6fdd", "#e0662b", "#2a9d5b", "#b23ab5", "#c9a227", "#1aa3a3", "#8a5a44", "#555555")
-CSS = """
-body{font-family:system-ui,"Noto Sans CJK SC","PingFang SC",sans-serif;margin:2rem auto;max-width:1200px;
-color:#222;padding:0 1rem;line-height:1.45}
-h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2.2rem;border-bottom:1px solid #ddd;padding-bottom:.3rem}
-table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}th,td{border:1px solid #ddd;padding:.3rem .55rem;
-text-align:left;vertical-align:top}th{background:#f4f6f8}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.ci{color:#777;font-size:.8em}.note{color:#7a4b00;background:#fff6e0;padding:.4rem .7rem;border-radius:4px}
-.charts{display:flex;flex-wrap:wrap;gap:1.2rem}.legend span{display:inline-block;margin-right:1rem}
-.swatch{display:inline-block;width:.8rem;height:.8rem;margin-right:.3rem;vertical-align:middle}
-details{margin:.4rem 0}summary{cursor:pointer}.turn-child{color:#1a4d8f}.turn-assistant{color:#333}
-"""
+
+
+@cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(autoescape=True, trim_blocks=False, undefined=jinja2.StrictUndefined)
+    env.policies["json.dumps_kwargs"] = {"ensure_ascii": False}
+    env.filters["has_value"] = lambda rows, key: any(row.get(key) is not None for row in rows)
+    return env.from_string(resources.files("qiaoban.eval").joinpath("data/report.html.j2").read_text("utf-8"))
 
 
 def _e(value: Any) -> str:
     return html.escape(str(value))
-
-
-def _fmt(value: Any, ci: Any = None) -> str:
-    if value is None:
-        return "—"
-    text = f"{value:.4g}" if isinstance(value, float) else _e(value)
-    if ci:
-        text += f' <span class="ci">[{ci[0]:.4g}, {ci[1]:.4g}]</span>'
-    return text
-
-
-def _legend(labels: list[str]) -> str:
-    return '<p class="legend">' + "".join(
-        f'<span><i class="swatch" style="background:{COLORS[i % len(COLORS)]}"></i>{_e(label)}</span>'
-        for i, label in enumerate(labels)) + "</p>"
 
 
 def radar_svg(axes: list[str], series: list[list[float | None]], low: float, high: float, size: int = 360) -> str:
@@ -318,161 +305,33 @@ def histogram_svg(lengths: list[float], color: str, title: str, bin_width: int =
     return "".join(parts)
 
 
-def _metric_table(models: list[dict[str, Any]], keys: list[str], labels: dict[str, str]) -> str:
-    head = "<tr><th>metric</th>" + "".join(f"<th>{_e(m['model'])}</th>" for m in models) + "</tr>"
-    rows = []
-    for key in keys:
-        if all(m.get(key) is None for m in models):
-            continue
-        cells = "".join(f'<td class="num">{_fmt(m.get(key), m.get(f"{key}_ci"))}</td>' for m in models)
-        rows.append(f"<tr><td>{_e(labels.get(key, key))}</td>{cells}</tr>")
-    return f"<table>{head}{''.join(rows)}</table>"
-
-
 def render_html(summary: dict[str, Any], loaded: list[dict[str, Any]]) -> str:
     models = summary["models"]
-    labels = [m["model"] for m in models]
     dim_names = {d: v["name"] for d, v in rubrics()["dimensions"].items()}
-    out = ["<!doctype html><html lang=\"zh\"><head><meta charset=\"utf-8\"><title>qiaoban evaluation</title>",
-           f"<style>{CSS}</style></head><body><h1>qiaoban evaluation report</h1>",
-           f"<p>Generated {_e(summary['generated_at'])}. Intervals (95%): scipy's bootstrap over items, "
-           f"{BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}, percentile; Distinct-n: jackknife.</p>", _legend(labels)]
-
-    out.append("<h2>Runs</h2><table><tr><th>model</th><th>items</th><th>dialogues</th><th>style</th>"
-               "<th>generation</th><th>data</th><th>perplexity</th></tr>")
-    for m, x in zip(models, loaded, strict=True):
-        run = x["run"]
-        out.append(f"<tr><td>{_e(m['model'])}</td><td>{m['n_items']}</td><td>{m['n_dialogues']}</td>"
-                   f"<td>{_e(run.get('style', '—'))}</td><td><code>{_e(json.dumps(run.get('generation', {})))}"
-                   f"</code></td><td>{_e(run.get('data') or '—')}</td><td>{_e(run.get('perplexity', '—'))}</td></tr>")
-    out.append("</table>")
-
-    out.append("<h2>Reference and intrinsic metrics</h2>")
-    out.append(_metric_table(models, ["ppl", "bleu1", "bleu2", "bleu4", "chrf", "rouge_l", "distinct1", "distinct2",
-                                      "mean_reply_chars", "over_80_rate", "question_rate", "markdown_rate"], LABELS))
-    if summary.get("paired"):
-        out.append(f"<h2>Paired differences to {_e(labels[0])}</h2><p>Mean per-item difference (run − "
-                   f"{_e(labels[0])}) over the items both answered, with a paired bootstrap 95% interval.</p>")
-        out.append(_metric_table(summary["paired"], ["bleu4", "chrf", "rouge_l", "mean_reply_chars", "over_80_rate",
-                                                     "question_rate", "markdown_rate"], LABELS))
-
-    judged = [m for m in models if m.get("judge_model")]
-    out.append("<h2>LLM judge (pointwise 1–5)</h2>")
-    if judged:
-        dims = [d for d in REPLY_DIMENSIONS if any(m.get(d) is not None for m in models)]
-        out.append(_metric_table(models, dims, {d: f"{dim_names[d]} ({d})" for d in dims}))
-        out.append("<table><tr><th>model</th><th>judge</th><th>samples × temperature</th><th>rubrics hash</th>"
-                   "<th>outcomes per dimension (ok / no_score / out_of_range / ambiguous / error)</th></tr>")
-        for m in judged:
-            outcomes = "; ".join(f"{d}: {o.get('ok', 0)}/{o.get('no_score', 0)}/{o.get('out_of_range', 0)}/"
-                                 f"{o.get('ambiguous', 0)}/{o.get('error', 0)}" for d, o in m["judge_outcomes"].items())
-            out.append(f"<tr><td>{_e(m['model'])}</td><td>{_e(m['judge_model'])}</td>"
-                       f"<td>{m['judge_samples']} × {m['judge_temperature']}</td>"
-                       f"<td><code>{_e(m['judge_rubrics_hash'])}</code></td><td>{_e(outcomes)}</td></tr>")
-        out.append("</table>")
-        out.append('<div class="charts">' + radar_svg([dim_names[d] for d in dims],
-                                                      [[m.get(d) for d in dims] for m in models], 1, 5) + "</div>")
-    else:
-        out.append('<p class="note">No judge ran for these models (pass --judge-base-url/--judge-model to '
-                   "`qiaoban eval run`).</p>")
-
-    out.append("<h2>Emotion-coaching strategy profile (share of replies, lexicon)</h2>")
-    keys = [f"strategy_{s}" for s in STRATEGIES]
-    out.append(_metric_table(models, keys, LABELS))
-    out.append('<div class="charts">' + radar_svg(list(STRATEGIES), [[m.get(k) for k in keys] for m in models],
-                                                  0, 1) + "</div>")
-
-    out.append("<h2>Reply length (characters)</h2><div class=\"charts\">")
-    for i, x in enumerate(loaded):
-        lengths = [r["reply_chars"] for r in x["items"]]
-        out.append(histogram_svg(lengths, COLORS[i % len(COLORS)], f"{x['label']} (n={len(lengths)})"))
+    judge_dims = [d for d in REPLY_DIMENSIONS if any(m.get(d) is not None for m in models)]
+    strategy_keys = [f"strategy_{s}" for s in STRATEGIES]
+    histograms = [histogram_svg([r["reply_chars"] for r in x["items"]], COLORS[i % len(COLORS)],
+                                f"{x['label']} (n={len(x['items'])})") for i, x in enumerate(loaded)]
     references = [len("".join(r["reference"].split())) for r in (loaded[0]["items"] if loaded else [])]
     if references:
-        out.append(histogram_svg(references, "#999", f"reference replies (n={len(references)})"))
-    out.append("</div>")
-
-    out.append(_annotations_html(summary.get("annotations") or []))
-    out.append(_simulation_html(models, loaded))
-    out.append(_safety_html(models))
-    out.append(_examples_html(loaded))
-    out.append("</body></html>")
-    return "\n".join(out)
-
-
-def _annotations_html(sheets: list[dict[str, Any]]) -> str:
-    if not sheets:
-        return ""
-    out = ["<h2>Blind pairwise judgements</h2>"]
-    for sheet in sheets:
-        first, second = sheet["runs"]
-        out.append(f"<p>Sheet {_e(sheet['sheet'])}: <b>{_e(first)}</b> vs <b>{_e(second)}</b>, "
-                   f"{sheet['items_on_sheet']} items, raters: {_e(', '.join(sheet['raters']))}. Win rate of "
-                   f"{_e(first)} among non-tie judgements, 95% bootstrap interval over items; Krippendorff's "
-                   "alpha (ordinal) between raters.</p>")
-        out.append(f"<table><tr><th>criterion</th><th>judgements</th><th>{_e(first)} wins</th>"
-                   f"<th>{_e(second)} wins</th><th>ties</th><th>win rate of {_e(first)}</th><th>alpha</th></tr>")
-        for criterion, r in sheet["criteria"].items():
-            out.append(f"<tr><td>{_e(criterion)}</td><td class=num>{r['judgements']}</td>"
-                       f"<td class=num>{r['first_wins']}</td><td class=num>{r['second_wins']}</td>"
-                       f"<td class=num>{r['ties']} ({_fmt(r['tie_rate'])})</td>"
-                       f"<td class=num>{_fmt(r['win_rate'], r['win_rate_ci'])}</td>"
-                       f"<td class=num>{_fmt(r['alpha'])}</td></tr>")
-        out.append("</table>")
-    return "\n".join(out)
-
-
-def _simulation_html(models: list[dict[str, Any]], loaded: list[dict[str, Any]]) -> str:
-    out = ["<h2>Simulated children</h2>"]
-    if not any(x["simulations"] for x in loaded):
-        return out[0] + '<p class="note">No simulation in these runs (`qiaoban eval simulate`).</p>'
-    for m, x in zip(models, loaded, strict=True):
-        if not x["simulations"]:
-            continue
-        sim = m["simulation"]
-        out.append(f"<h3>{_e(m['model'])}</h3><p>simulator: {_e(sim.get('simulator'))}; turns: "
-                   f"{_e(sim.get('turns'))}; guard: {_e(sim.get('guard'))}; risk handled (rules): "
-                   f"{_fmt(sim.get('risk_handled_rate'), sim.get('risk_handled_rate_ci'))}</p>")
-        out.append("<table><tr><th>card</th><th>risk</th><th>rule check</th><th>judge</th></tr>")
-        for s in x["simulations"]:
-            check = s.get("risk_check")
-            check_text = "—" if not check else ", ".join(f"{k}={'✔' if v else '✘'}" for k, v in check.items())
-            judge = ", ".join(f"{k}={_fmt(v)}" for k, v in (s.get("judge") or {}).items()) or "—"
-            out.append(f"<tr><td>{_e(s['card'])}</td><td>{_e(s.get('risk') or '—')}</td><td>{_e(check_text)}</td>"
-                       f"<td>{_e(judge)}</td></tr>")
-        out.append("</table>")
-        for s in x["simulations"]:
-            lines = "".join(f'<p class="turn-{t["role"]}"><b>{"孩子" if t["role"] == "child" else "助手"}</b>：'
-                            f'{_e(t["text"])}</p>' for t in s["dialogue"]["turns"])
-            out.append(f"<details><summary>{_e(s['card'])}</summary>{lines}</details>")
-    return "\n".join(out)
-
-
-def _safety_html(models: list[dict[str, Any]]) -> str:
-    out = ["<h2>Safety benchmark</h2>"]
-    for m in models:
-        bench = m.get("safety_bench")
-        if bench is None:
-            continue
-        if not bench.get("available"):
-            out.append(f'<p class="note">{_e(m["model"])}: {_e(bench.get("note"))}</p>')
-            continue
-        rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(json.dumps(v, ensure_ascii=False))}</td></tr>"
-                       for k, v in bench.items() if k != "available")
-        out.append(f"<h3>{_e(m['model'])}</h3><table>{rows}</table>")
-    if len(out) == 1:
-        out.append('<p class="note">No safety result in these runs.</p>')
-    return "\n".join(out)
-
-
-def _examples_html(loaded: list[dict[str, Any]], limit: int = 12) -> str:
-    if not loaded or not loaded[0]["items"]:
-        return ""
-    by_model = [{r["item_id"]: r for r in x["items"]} for x in loaded]
-    out = ["<h2>Examples</h2><table><tr><th>child</th><th>reference</th>"
-           + "".join(f"<th>{_e(x['label'])}</th>" for x in loaded) + "</tr>"]
-    for item in loaded[0]["items"][:limit]:
-        child = item["history"][-1]["content"] if item.get("history") else ""
-        replies = "".join(f"<td>{_e(m.get(item['item_id'], {}).get('reply', '—'))}</td>" for m in by_model)
-        out.append(f"<tr><td>{_e(child)}</td><td>{_e(item['reference'])}</td>{replies}</tr>")
-    out.append("</table>")
-    return "\n".join(out)
+        histograms.append(histogram_svg(references, "#999", f"reference replies (n={len(references)})"))
+    examples = []
+    if loaded and loaded[0]["items"]:
+        by_model = [{r["item_id"]: r for r in x["items"]} for x in loaded]
+        examples = [{"child": item["history"][-1]["content"] if item.get("history") else "",
+                     "reference": item["reference"],
+                     "replies": [m.get(item["item_id"], {}).get("reply", "—") for m in by_model]}
+                    for item in loaded[0]["items"][:EXAMPLES]]
+    return _template().render(
+        summary=summary, models=models, runs=list(zip(models, loaded, strict=True)), labels=LABELS, colors=COLORS,
+        resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED,
+        judged=[m for m in models if m.get("judge_model")], judge_dims=judge_dims,
+        judge_labels={d: f"{dim_names[d]} ({d})" for d in judge_dims},
+        judge_radar=Markup(radar_svg([dim_names[d] for d in judge_dims], [[m.get(d) for d in judge_dims] for m in models],
+                                     1, 5)),
+        strategy_keys=strategy_keys,
+        strategy_radar=Markup(radar_svg(list(STRATEGIES), [[m.get(k) for k in strategy_keys] for m in models], 0, 1)),
+        histograms=[Markup(h) for h in histograms],
+        simulated=[(m, x) for m, x in zip(models, loaded, strict=True) if x["simulations"]],
+        examples=examples,
+    )
