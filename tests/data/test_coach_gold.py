@@ -70,3 +70,16 @@ def test_the_review_covers_a_tenth_and_records_its_verdicts(corpus):
     for r in reviews:
         assert r["verdict"] in ("pass", "fixed", "dropped"), r
         assert (r["id"] in kept) == (r["verdict"] != "dropped"), r
+
+
+def test_the_corpus_covers_what_the_issue_asks(corpus):
+    assert len(corpus) >= 1200
+    cells = Counter((d.meta["category"], d.meta["age_band"]) for d in corpus)
+    allowed = {(s.category_id, band) for s in load_taxonomy() for band in s.age_bands}
+    assert set(cells) == allowed and min(cells.values()) >= 15
+    joyful = {"joy", "pride", "excited", "grateful", "curious", "bored"}
+    assert sum(d.meta["moment"] in joyful or d.meta["category"] == "joy" for d in corpus) >= 0.20 * len(corpus)
+    assert sum(bool(d.meta["risk"]) for d in corpus) >= 0.10 * len(corpus)
+    assert sum(bool(d.meta["hard"]) for d in corpus) >= 0.15 * len(corpus)
+    played_down = [d for d in corpus if d.meta["risk"] and d.meta["risk"]["style"] != "plain"]
+    assert len(played_down) >= 0.5 * sum(bool(d.meta["risk"]) for d in corpus)
