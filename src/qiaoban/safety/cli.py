@@ -31,7 +31,7 @@ Recall per category, false positives and latency on a labelled set:
 qiaoban safety bench tests/safety/data/redteam_test.jsonl
 
 Rebuild the classifier from the packaged templates and the dev red-team set (same inputs, same file):
-qiaoban safety train --examples tests/safety/data/redteam_dev.jsonl
+qiaoban safety train --examples tests/safety/data/redteam_dev.jsonl --examples tests/safety/data/redteam_dev_r24.jsonl
 
 Rebuild the LLM layer, a head on the default model's hidden states (used when that model is installed):
 qiaoban safety train-head --examples tests/safety/data/redteam_dev.jsonl
@@ -221,7 +221,7 @@ def train(
 
     The packaged model was built from the repository root with:
 
-      qiaoban safety train --examples tests/safety/data/redteam_dev.jsonl
+      qiaoban safety train --examples tests/safety/data/redteam_dev.jsonl --examples tests/safety/data/redteam_dev_r24.jsonl
     """
     rows = classifier.generate(seed=seed, per_label=per_label)
     generated = len(rows)
