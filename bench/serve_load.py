@@ -115,6 +115,7 @@ def max_turn(outcomes: list[Outcome]) -> int:
 
 def summarize(name: str, outcomes: list[Outcome], wall_s: float, lost: int | None = None) -> RunResult:
     good = [o for o in outcomes if o.ok]
+    last_turn = max_turn(good)
     return RunResult(
         name=name, requests=len(outcomes), wall_s=round(wall_s, 2), errors=len(outcomes) - len(good),
         requests_per_s=round(len(good) / wall_s, 3) if wall_s else 0.0,
@@ -123,7 +124,7 @@ def summarize(name: str, outcomes: list[Outcome], wall_s: float, lost: int | Non
         ttft_p50_s=round(percentile([o.ttft_s for o in good], 0.5), 3),
         ttft_p95_s=round(percentile([o.ttft_s for o in good], 0.95), 3),
         first_turn_ttft_p50_s=round(percentile([o.ttft_s for o in good if o.turn == 0], 0.5), 3),
-        last_turn_ttft_p50_s=round(percentile([o.ttft_s for o in good if o.turn == max_turn(good)], 0.5), 3),
+        last_turn_ttft_p50_s=round(percentile([o.ttft_s for o in good if o.turn == last_turn], 0.5), 3),
         lost_messages=lost, error_samples=sorted({o.error for o in outcomes if not o.ok})[:5],
     )
 

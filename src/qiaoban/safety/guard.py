@@ -46,7 +46,8 @@ def _found(pattern: re.Pattern, text: str) -> bool:
 def screen_reply(text: str) -> list[str]:
     """Harm kinds in an assistant turn: victim_blaming, shaming, belittling, secrecy, threat,
     dangerous_instructions. Empty when the text is fine."""
-    norm, unquoted = normalize(text), normalize(_QUOTED.sub("，", text))
+    norm = normalize(text)
+    unquoted = normalize(_QUOTED.sub("，", text)) if _QUOTED.search(text) else norm
     return [kind for kind, pattern in _reply_harms() if _found(pattern, unquoted if kind == "shaming" else norm)]
 
 
