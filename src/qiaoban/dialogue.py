@@ -109,6 +109,25 @@ def chat_messages(system_prompt: str | None, turns: Iterable[Turn]) -> list[dict
     return messages + [{"role": CHAT_ROLE[t.role], "content": t.text} for t in turns]
 
 
+def merged_turns(turns: Iterable[Turn]) -> list[Turn]:
+    """Consecutive turns of one speaker joined into one (a newline between them), as the model reads them."""
+    merged: list[Turn] = []
+    for turn in turns:
+        if merged and merged[-1].role == turn.role:
+            merged[-1] = Turn(turn.role, merged[-1].text + "\n" + turn.text)
+        else:
+            merged.append(turn)
+    return merged
+
+
+def with_pending(turns: list[Turn], message: str) -> tuple[list[Turn], str]:
+    """The earlier turns and the child's new message; a child turn left unanswered at the end (a failed or
+    interrupted reply) is joined to the message, so the model reads everything the child said."""
+    if turns and turns[-1].role == "child":
+        return turns[:-1], turns[-1].text + "\n" + message
+    return turns, message
+
+
 def field_value(dialogue: Dialogue, name: str) -> Any:
     """`topic`, `emotion`, `source`, `id` or `meta.KEY` (dotted, nested) of a dialogue; None when absent."""
     if not name.startswith("meta."):

@@ -84,3 +84,13 @@ def test_chat_messages_map_roles():
     messages = make("我想妈妈了", "你很想她。").to_chat_messages("系统")
     assert [m["role"] for m in messages] == ["system", "user", "assistant"]
     assert messages[1]["content"] == "我想妈妈了"
+
+
+def test_one_speakers_turns_in_a_row_are_one_turn_and_an_unanswered_one_joins_the_new_message():
+    from qiaoban.dialogue import merged_turns, with_pending
+
+    turns = merged_turns([Turn("child", "在吗"), Turn("child", "我好难过"), Turn("assistant", "我在。"),
+                          Turn("child", "考砸了")])
+    assert turns == [Turn("child", "在吗\n我好难过"), Turn("assistant", "我在。"), Turn("child", "考砸了")]
+    assert with_pending(turns, "你还在吗") == (turns[:2], "考砸了\n你还在吗")
+    assert with_pending(turns[:2], "嗯") == (turns[:2], "嗯")

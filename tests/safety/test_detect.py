@@ -218,6 +218,17 @@ def test_context_keeps_the_abuse_category_and_the_abuser():
     assert "爸爸" not in verdict.followup
 
 
+def test_a_clear_risk_carries_to_the_next_two_messages_as_a_concern():
+    disclosure = "我爸爸昨天用皮带抽我"
+    later = check("嗯 我先去写作业了", [disclosure])
+    assert later.risk and (later.category, later.severity) == ("physical_abuse", "concern")
+    assert later.matched == ["context:physical_abuse"] and later.template_reply is None
+    assert later.abuser == "爸爸" and "爸爸" not in later.followup
+    assert not check("嗯 我先去写作业了", [disclosure], carry=False).risk
+    assert not check("嗯 我先去写作业了", [disclosure, "今天吃了面条", "明天去公园玩"]).risk  # two messages on
+    assert not check("嗯 我先去写作业了", ["今天考试考砸了", "妈妈说没关系"]).risk
+
+
 def test_abuse_by_a_parent_points_to_another_trusted_adult():
     verdict = check("我爸爸喝醉了就打我")
     assert verdict.abuser == "爸爸"

@@ -14,6 +14,12 @@ from difflib import SequenceMatcher
 
 CLAUSE_END = "，。！？；…~,.!?;\n"
 SENTENCE_END = "。！？…~!?"
+# Markdown in a reply (headings, bullets, two numbered lines, quotes, bold, inline code): what `spoken` strips and
+# what the data gates and the eval metrics count.
+MARKDOWN = re.compile(
+    r"(?m)^\s*(?:#{1,6}\s|[-*•]\s+\S|>\s)|^\s*\d{1,2}[.、)）]\s*\S.*\n\s*\d{1,2}[.、)）]"
+    r"|\*\*[^*\n]+\*\*|__[^_\n]+__|`[^`\n]+`"
+)
 _LINE_MARKER = re.compile(r"^\s*(?:#{1,6}|>+|[-*•·]|\d{1,2}[.、)）]|[（(]\d{1,2}[)）]|[一二三四五六七八九十][、.])\s*")
 _EMPHASIS = re.compile(r"[*`#]+|_{2,}")
 _EMOJI_CODE = re.compile(r":[a-z_]{2,30}:")
@@ -24,6 +30,12 @@ _SENTENCE = re.compile(f"[{re.escape(SENTENCE_END)}]+[”’」』]*|\\.(?=\\s|$
 # 60% of the message, at least 5 and at most 10 characters.
 ECHO_SHARE, MIN_ECHO_CHARS, LONG_ECHO_CHARS = 0.6, 5, 10
 _ATTRIBUTION = re.compile(r"你(?:刚才|刚刚)?(?:说|提到|告诉我|写)[了过道]?\s*[：:，,]?\s*[“\"「『]?\s*$")
+
+
+def find_markdown(text: str) -> str | None:
+    """The first markdown in `text`, or None."""
+    m = MARKDOWN.search(text)
+    return m.group(0).strip() if m else None
 
 
 def _clean(text: str, at_line_start: bool) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from qiaoban.chat.style import find_markdown
 from qiaoban.data.dedup import normalize_text
 from qiaoban.dialogue import Dialogue, Turn, structure_problems
 
@@ -108,7 +109,6 @@ class _Patterns:
     ai_disclosure: re.Pattern[str]
     child_vocative: re.Pattern[str]
     assistant_parent: re.Pattern[str]
-    markdown: re.Pattern[str]
 
 
 def _any(patterns: list[str], flags: int = 0) -> re.Pattern[str]:
@@ -140,7 +140,6 @@ def _patterns() -> _Patterns:
         ai_disclosure=_any(lex["ai_disclosure"]),
         child_vocative=_any(lex["parent_roleplay"]["child_vocative"]),
         assistant_parent=_any(lex["parent_roleplay"]["assistant_self"]),
-        markdown=_any(lex["markdown"], re.MULTILINE),
     )
 
 
@@ -192,11 +191,6 @@ def find_parent_roleplay(role: str, text: str) -> str | None:
         m = _patterns().child_vocative.search(text)
     else:
         m = _patterns().assistant_parent.search(_QUOTED.sub("“”", text))
-    return m.group(0).strip() if m else None
-
-
-def find_markdown(text: str) -> str | None:
-    m = _patterns().markdown.search(text)
     return m.group(0).strip() if m else None
 
 

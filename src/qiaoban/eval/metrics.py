@@ -25,13 +25,11 @@ import yaml
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
+from qiaoban.chat.style import find_markdown
+
 LONG_REPLY_CHARS = 80
 STRATEGIES = ("awareness", "validation", "labelling", "empathy", "guidance")
 
-_MARKDOWN = re.compile(
-    r"(?m)^\s*(?:#{1,6}\s|[-*•]\s|\d{1,2}[.、)）]\s*\S|>\s)"  # headings, bullets, numbered items, quotes
-    r"|\*\*[^*\n]+\*\*|__[^_\n]+__|`[^`\n]+`"  # bold, inline code
-)
 _QUESTION = re.compile(r"[?？]|吗[。！!…~]*$|呢[。！!…~]*$")
 
 
@@ -104,7 +102,7 @@ def reply_stats(text: str) -> dict[str, float]:
         "reply_chars": length,
         "over_80": int(length > LONG_REPLY_CHARS),
         "question": int(bool(_QUESTION.search(text.strip()))),
-        "markdown": int(bool(_MARKDOWN.search(text))),
+        "markdown": int(find_markdown(text) is not None),
     }
     stats.update({f"strategy_{k}": v for k, v in strategy_profile(text).items()})
     return stats

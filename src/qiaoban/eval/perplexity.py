@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from qiaoban.backends import Backend, Message
+from qiaoban.backends.llama_scoring import open_for_scoring, token_nll
 from qiaoban.chat import Persona
 from qiaoban.dialogue import Dialogue
 from qiaoban.eval.cache import JsonlCache, stable_hash
@@ -77,16 +78,9 @@ class Scorer:
 class LlamaCppScorer(Scorer):
     def __init__(self, model_path: str | Path, adapter_path: str | Path | None = None, n_ctx: int = 2048,
                  n_threads: int | None = None):
-        from llama_cpp import Llama
+        from qiaoban.backends.llama_cpp import chat_formatter
 
-        from qiaoban.backends.llama_cpp import chat_formatter, quiet_stderr
-        from qiaoban.config import default_threads
-
-        threads = n_threads or default_threads()
-        with quiet_stderr():
-            self.llm = Llama(model_path=str(model_path), lora_path=str(adapter_path) if adapter_path else None,
-                             n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, logits_all=True,
-                             verbose=False)
+        self.llm = open_for_scoring(model_path, adapter_path, n_ctx, n_threads)
         self.context_length = self.llm.n_ctx()
         self._formatters = {flag: chat_formatter(self.llm, Path(model_path), add_generation_prompt=flag)
                             for flag in (True, False)}
@@ -99,17 +93,7 @@ class LlamaCppScorer(Scorer):
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     def token_nll(self, tokens: Sequence[int]) -> np.ndarray:
-        self.llm.reset()
-        self.llm.eval(list(tokens))
-        targets = np.asarray(tokens[1:])
-        nll = np.empty(len(targets))
-        for start in range(0, len(targets), 128):  # in chunks: a 150k vocabulary makes full copies large
-            logits = np.asarray(self.llm.scores[start : start + 128][: len(targets) - start], dtype=np.float64)
-            top = logits.max(axis=1, keepdims=True)
-            log_z = (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:, 0]
-            chunk = targets[start : start + len(logits)]
-            nll[start : start + len(logits)] = log_z - logits[np.arange(len(logits)), chunk]
-        return nll
+        return token_nll(self.llm, tokens)
 
     def close(self) -> None:
         self.llm.close()

@@ -79,7 +79,7 @@ def run_bench(path: str | Path, head: Head | None = None) -> dict[str, Any]:
 
 def cross_validate(path: str | Path, folds: int = 5, thresholds: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8),
                    seed: int = classifier.DEFAULT_SEED, per_label: int = classifier.DEFAULT_PER_LABEL,
-                   epochs: int = classifier.DEFAULT_EPOCHS,
+                   max_iter: int = classifier.DEFAULT_MAX_ITER,
                    embed: Callable[[str], np.ndarray] | None = None) -> dict[str, Any]:
     """How the whole detector does on dev messages its learned layers did not train on: split the labelled file
     into seeded folds, train the classifier on the templates plus the other folds (and, given `embed`, the head
@@ -96,7 +96,7 @@ def cross_validate(path: str | Path, folds: int = 5, thresholds: tuple[float, ..
         held = {i for k, i in enumerate(order) if k % folds == fold}
         train_ids = [i for i in range(len(items)) if i not in held]
         rows = generated + classifier.rows_from_items([items[i] for i in train_ids])
-        model = classifier.prepare(classifier.train(rows, epochs=epochs))
+        model = classifier.prepare(classifier.train(rows, max_iter=max_iter))
         fold_head = None
         if embed is not None and vectors is not None:
             risky = np.array([items[i]["label"] == "risk" for i in train_ids])

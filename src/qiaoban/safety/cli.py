@@ -11,10 +11,11 @@ import numpy as np
 import typer
 
 from qiaoban.cli_errors import fail
+from qiaoban.dialogue import DialogueFormatError
 from qiaoban.models import DEFAULT_MODEL, ModelError
 from qiaoban.safety import classifier, head
 from qiaoban.safety.bench import cross_validate, run_bench
-from qiaoban.safety.classifier import BENIGN_WEIGHT, DEFAULT_EPOCHS, DEFAULT_PER_LABEL, DEFAULT_SEED
+from qiaoban.safety.classifier import BENIGN_WEIGHT, DEFAULT_MAX_ITER, DEFAULT_PER_LABEL, DEFAULT_SEED
 from qiaoban.safety.detect import check as screen
 from qiaoban.safety.labelled import LabelledFormatError, read_labelled
 
@@ -211,17 +212,21 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for drawing the training examples.")] = DEFAULT_SEED,
     per_label: Annotated[int, typer.Option(
         help=f"Examples per risk category (benign gets {BENIGN_WEIGHT}x).")] = DEFAULT_PER_LABEL,
-    epochs: Annotated[int, typer.Option(help="Full-batch Adam steps.")] = DEFAULT_EPOCHS,
+    max_iter: Annotated[int, typer.Option(help="Most L-BFGS iterations of the logistic regression.")] = DEFAULT_MAX_ITER,
     out: Annotated[Path | None, typer.Option(help="Where to write the model (default: the packaged model.json).")] = None,
     examples: Annotated[list[Path] | None, typer.Option(
         "--examples", help="Labelled JSONL (the bench format) to train on as well; repeatable. Never a test set.")] = None,
+    everyday: Annotated[list[Path] | None, typer.Option(
+        "--everyday", help="Dialogue corpus whose child turns, in dialogues without a risk, train as benign; "
+                           "repeatable. Never a test split.")] = None,
     dump_data: Annotated[Path | None, typer.Option(help="Also write the generated examples as JSONL here.")] = None,
 ) -> None:
-    """Rebuild the classifier from trainset.yaml and the --examples files: same inputs, same model file.
+    """Rebuild the classifier from trainset.yaml, the --examples files and the --everyday corpora: same inputs,
+    same model file.
 
     The packaged model was built from the repository root with:
 
-      qiaoban safety train --examples tests/safety/data/redteam_dev.jsonl --examples tests/safety/data/redteam_dev_r24.jsonl
+      qiaoban safety train --examples tests/safety/data/redteam_dev.jsonl --examples tests/safety/data/redteam_dev_r24.jsonl --everyday corpora/coach-gold/train.jsonl
     """
     rows = classifier.generate(seed=seed, per_label=per_label)
     generated = len(rows)
@@ -232,14 +237,21 @@ def train(
         except (OSError, LabelledFormatError) as err:
             fail(str(err))
         sources.append({"path": path.as_posix(), "sha256": classifier.file_digest(path)})
+    talk = []
+    for path in everyday or []:
+        try:
+            rows += classifier.everyday_rows(path)
+        except (OSError, DialogueFormatError) as err:
+            fail(str(err))
+        talk.append({"path": path.as_posix(), "sha256": classifier.file_digest(path)})
     if dump_data:
         with open(dump_data, "w", encoding="utf-8") as handle:
             for text, label, context in rows:
                 row = {"text": text, "label": label, "context": list(context)}
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    model = classifier.train(rows, epochs=epochs)
+    model = classifier.train(rows, max_iter=max_iter)
     path = out or classifier.model_path()
-    classifier.save(model, path, seed=seed, per_label=per_label, epochs=epochs, examples=sources)
+    classifier.save(model, path, seed=seed, per_label=per_label, max_iter=max_iter, examples=sources, everyday=talk)
     typer.echo(f"trained on {generated} generated and {len(rows) - generated} hand-written examples "
                f"({len(model['labels'])} labels), "
                f"{len(model['weights'])} n-gram features -> {path}")

@@ -28,15 +28,19 @@ if TYPE_CHECKING:
 
 # Pattern-layer confidence per severity; the classifier can only raise it.
 LEXICON_SCORE = {"concern": 0.7, "urgent": 0.85, "emergency": 0.97}
-# Each threshold is the lowest of `qiaoban safety crossval`'s (0.4 ... 0.8) whose 5-fold cross-validation on the dev
-# red-team split keeps the false-positive rate within the 0.05 target. The classifier alone flags at this
-# probability of risk:
-CLASSIFIER_THRESHOLD = 0.5
+# The classifier alone flags at this probability of risk: the highest bar at which every older red-team split keeps
+# recall >= 0.95 once the classifier learned everyday talk (docs/safety.md; chosen on splits already measured):
+CLASSIFIER_THRESHOLD = 0.4
 # With the head: the mean of the classifier's and the head's probabilities must reach this.
 FUSED_THRESHOLD = 0.5
 # What the learned layers need on a message the pattern layer reads as hyperbole, a game or a story.
 NEUTRALIZED_BAR = 0.8
 ABUSE = ("physical_abuse", "sexual_abuse")
+# A risk carries forward from the child's last CARRY_TURNS messages when the pattern layer found it or the
+# classifier was this sure (on gold dialogues: 50% of the turns of risk conversations flagged instead of 24%, 3.7%
+# of everyday turns instead of 2.0%).
+CARRY_TURNS = 2
+CARRY_SCORE = 0.7
 
 
 @dataclass
@@ -65,10 +69,26 @@ def _rank(hit: Hit) -> tuple[int, int]:
 
 def check(text: str, context: Sequence[str] = (), *, model: dict[str, Any] | None = None,
           threshold: float = CLASSIFIER_THRESHOLD, head: Head | None = None,
-          fused_threshold: float = FUSED_THRESHOLD) -> Verdict:
+          fused_threshold: float = FUSED_THRESHOLD, carry: bool = True) -> Verdict:
     """Screen `text`; `context` holds the child's previous messages, oldest first. `head` adds the LLM layer
     (`qiaoban.safety.head.available()`); `model` and the thresholds replace the packaged classifier and its
-    thresholds (for cross-validation)."""
+    thresholds (for cross-validation). With `carry`, a clear risk in one of the last `CARRY_TURNS` earlier
+    messages (read by the fast layers) carries to this one as a concern: a child who disclosed and goes on talking
+    ("那我不告诉老师") is still in that conversation."""
+    verdict = _check(text, context, model=model, threshold=threshold, head=head, fused_threshold=fused_threshold)
+    if verdict.risk or not carry:
+        return verdict
+    for i in range(len(context) - 1, max(-1, len(context) - 1 - CARRY_TURNS), -1):
+        earlier = _check(context[i], context[:i], model=model, threshold=threshold)
+        if earlier.risk and (earlier.score >= CARRY_SCORE or any(m.startswith("lexicon:") for m in earlier.matched)):
+            said = [h for message in context for h in scan(message) if not h.negated]
+            return _verdict(earlier.category or "", "concern", max(verdict.score, earlier.score),
+                            [f"context:{earlier.category}"], [], said, text, context, framed=False)
+    return verdict
+
+
+def _check(text: str, context: Sequence[str], *, model: dict[str, Any] | None, threshold: float,
+           head: Head | None = None, fused_threshold: float = FUSED_THRESHOLD) -> Verdict:
     found = scan(text)
     hits = [h for h in found if not h.negated]
     earlier = [h for message in context for h in scan(message) if not h.negated]
@@ -112,6 +132,14 @@ def check(text: str, context: Sequence[str] = (), *, model: dict[str, Any] | Non
             return Verdict(risk=False, score=risk_prob)
         matched.append(f"classifier:{category}:{probs[category]:.2f}")
 
+    verdict = _verdict(category, severity, score, matched, hits, earlier, text, context, framed)
+    verdict.head_score = head_prob
+    return verdict
+
+
+def _verdict(category: str, severity: str, score: float, matched: list[str], hits: list[Hit], earlier: list[Hit],
+             text: str, context: Sequence[str], framed: bool) -> Verdict:
+    """A risk verdict with the vetted response for it, never pointing the child back to whoever hurt them."""
     abuse_phrases = [h.phrase for h in hits if h.category in ABUSE] + [
         h.phrase for h in earlier if h.category in ABUSE]
     who = abuser_of(abuse_phrases) or (abuser_of([text, *context]) if abuse_phrases else None)
@@ -122,6 +150,5 @@ def check(text: str, context: Sequence[str] = (), *, model: dict[str, Any] | Non
     return Verdict(
         risk=True, category=category, severity=severity, score=score,
         template_reply=response.template, guidance=response.guidance, followup=response.followup,
-        matched=matched, abuser=who[1] if who else None,
-        head_score=head_prob, played_down=gentle,
+        matched=matched, abuser=who[1] if who else None, played_down=gentle,
     )

@@ -31,7 +31,7 @@ from qiaoban.config import home
 EMBED_CONTEXT = 3  # earlier messages put before the current one
 L2 = 0.03  # chosen by 5-fold cross-validation on the dev red-team set (0.01 and 0.1 read slightly worse)
 LAYERS = 16  # the depth whose hidden states the head reads (cross-validated against 12 and all 28)
-NEWTON_STEPS = 30
+MAX_ITER = 5000
 
 
 def head_path() -> Path:
@@ -92,24 +92,16 @@ def embed_all(texts: list[str], model: str, layers: int | None = LAYERS) -> np.n
     return np.stack([cached[k] for k in keys])
 
 
-def fit(x: np.ndarray, risky: np.ndarray, l2: float = L2, max_steps: int = NEWTON_STEPS) -> dict[str, Any]:
-    """L2-regularized binary logistic regression on standardized vectors, solved by Newton's method (a few
-    exact steps; gradient descent stopped far from the optimum and read the hidden states worse)."""
+def fit(x: np.ndarray, risky: np.ndarray, l2: float = L2, max_iter: int = MAX_ITER) -> dict[str, Any]:
+    """L2-regularized binary logistic regression (scikit-learn, L-BFGS) on standardized vectors: mean log-loss
+    plus `l2`/2 times the squared weights; the bias is not shrunk."""
+    from sklearn.linear_model import LogisticRegression
+
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
-    z = np.hstack([(x - mean) / std, np.ones((len(x), 1))])  # the last column carries the bias
-    y = risky.astype(np.float64)
-    penalty = np.full(z.shape[1], l2)
-    penalty[-1] = 1e-9  # the bias is not shrunk
-    w = np.zeros(z.shape[1])
-    for _ in range(max_steps):
-        p = 1.0 / (1.0 + np.exp(-(z @ w)))
-        gradient = z.T @ (p - y) / len(y) + penalty * w
-        hessian = (z * (p * (1 - p))[:, None]).T @ z / len(y) + np.diag(penalty)
-        step = np.linalg.solve(hessian, gradient)
-        w -= step
-        if np.abs(step).max() < 1e-6:
-            break
-    return {"mean": mean.tolist(), "std": std.tolist(), "weights": w[:-1].tolist(), "bias": float(w[-1])}
+    fitted = LogisticRegression(C=1.0 / (l2 * len(x)), tol=1e-8, max_iter=max_iter)
+    fitted.fit((x - mean) / std, risky.astype(int))
+    return {"mean": mean.tolist(), "std": std.tolist(), "weights": fitted.coef_[0].tolist(),
+            "bias": float(fitted.intercept_[0])}
 
 
 def probability(params: dict[str, Any], x: np.ndarray) -> np.ndarray:

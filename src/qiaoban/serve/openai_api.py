@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from qiaoban.backends import GenerationConfig
 from qiaoban.chat import Reply
-from qiaoban.dialogue import Turn
+from qiaoban.dialogue import Turn, merged_turns, with_pending
 from qiaoban.serve.deps import Server, ServerDep
 from qiaoban.serve.errors import ApiError
 from qiaoban.serve.jobs import Job
@@ -199,14 +199,8 @@ def conversation(messages: list[ChatMessage], server: Server) -> tuple[list[Turn
                            param=f"messages.{i}")
         if not content:
             continue
-        role = "child" if message.role == "user" else "assistant"
-        if turns and turns[-1].role == role:  # two in a row: one turn, as the model would read them
-            turns[-1] = Turn(role, turns[-1].text + "\n" + content)
-        else:
-            turns.append(Turn(role, content))
-    if turns and turns[-1].role == "child":  # the newest message follows an unanswered one
-        text = turns.pop().text + "\n" + text
-    return turns, text
+        turns.append(Turn("child" if message.role == "user" else "assistant", content))
+    return with_pending(merged_turns(turns), text)
 
 
 def generation_config(body: ChatCompletionRequest, server: Server) -> GenerationConfig:

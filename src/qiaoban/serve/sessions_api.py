@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from qiaoban.backends import GenerationConfig
 from qiaoban.chat import Persona, Reply
-from qiaoban.dialogue import Turn
+from qiaoban.dialogue import Turn, merged_turns, with_pending
 from qiaoban.serve.deps import Server, ServerDep
 from qiaoban.serve.errors import ApiError
 from qiaoban.serve.jobs import Job
@@ -120,15 +120,9 @@ def load(server: Server, session_id: str, last_messages: int | None = None) -> S
 def history(messages: list[StoredMessage]) -> list[Turn]:
     """Stored messages as engine turns, starting with the child's. A child message left unanswered (a failed
     or interrupted reply) is joined with the next one, so the model sees everything the child said."""
-    turns: list[Turn] = []
-    for message in messages:
-        if not turns and message.role != "child":  # the window of recent messages began with a reply
-            continue
-        if turns and turns[-1].role == message.role:
-            turns[-1] = Turn(message.role, turns[-1].text + "\n" + message.text)  # type: ignore[arg-type]
-        else:
-            turns.append(Turn(message.role, message.text))  # type: ignore[arg-type]
-    return turns
+    first_child = next((i for i, m in enumerate(messages) if m.role == "child"), len(messages))
+    # the window of recent messages may begin with a reply
+    return merged_turns(Turn(m.role, m.text) for m in messages[first_child:])  # type: ignore[arg-type]
 
 
 def start_reply(server: Server, session: Session, message_id: int, text: str, ticket: Ticket) -> Job:
@@ -139,9 +133,7 @@ def start_reply(server: Server, session: Session, message_id: int, text: str, ti
         if verdict.risk:
             server.events.record(verdict, session.id, text, settings.store_transcripts)
 
-    turns = history(session.messages)
-    if turns and turns[-1].role == "child":  # what the child said before is still unanswered
-        text = turns.pop().text + "\n" + text
+    turns, text = with_pending(history(session.messages), text)
     gen = GenerationConfig(max_tokens=settings.reply_tokens, temperature=settings.reply_temperature, top_p=0.9,
                            repeat_penalty=1.1, seed=settings.reply_seed, timeout_s=settings.request_timeout_s)
     engine = server.engine(Persona(session.persona_name, session.age_band), gen,

@@ -169,26 +169,16 @@ def heldout_loss_llama(model_gguf: str | Path, samples: list, adapter_gguf: str 
     import math
 
     import numpy as np
-    from llama_cpp import Llama
 
-    from qiaoban.config import default_threads
+    from qiaoban.backends.llama_scoring import open_for_scoring, token_nll
     from qiaoban.train.dataset import IGNORE_INDEX
 
-    n_ctx = max(len(s.input_ids) for s in samples) + 8
-    llm = Llama(str(model_gguf), lora_path=str(adapter_gguf) if adapter_gguf else None, n_ctx=n_ctx,
-                logits_all=True, verbose=False, n_threads=default_threads())
+    llm = open_for_scoring(model_gguf, adapter_gguf, n_ctx=max(len(s.input_ids) for s in samples) + 8)
     total, count = 0.0, 0
     try:
         for sample in samples:
-            llm.reset()
-            llm.eval(sample.input_ids)
-            logits = np.asarray(llm.scores[: len(sample.input_ids)], dtype=np.float64)
-            targets = np.array(sample.labels[1:])
-            keep = targets != IGNORE_INDEX
-            rows = logits[:-1][keep]
-            top = rows.max(axis=1, keepdims=True)
-            log_norm = np.log(np.exp(rows - top).sum(axis=1)) + top[:, 0]
-            total += float((log_norm - rows[np.arange(len(rows)), targets[keep]]).sum())
+            keep = np.array(sample.labels[1:]) != IGNORE_INDEX
+            total += float(token_nll(llm, sample.input_ids)[keep].sum())
             count += int(keep.sum())
     finally:
         llm.close()
