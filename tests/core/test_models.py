@@ -146,9 +146,15 @@ def test_each_model_declares_how_the_engine_runs_it(monkeypatch, tmp_path, fixtu
 
 def test_the_default_adapter_is_the_registrys_explicit_choice(monkeypatch, tmp_path):
     monkeypatch.setenv("QIAOBAN_HOME", str(tmp_path))
-    base = models.KNOWN_MODELS[models.DEFAULT_MODEL]
-    assert base.default_adapter is None and models.choose_adapter(None, "llama", None) is None
-    (tmp_path / "adapters").mkdir()
+    shipped = models.KNOWN_MODELS[models.DEFAULT_MODEL]
+    assert shipped.default_adapter == "qiaoban-companion-1.5b-gold-v1"
+    assert models.KNOWN_ADAPTERS[shipped.default_adapter].profile == models.ChatProfile(short_prompt=True)
+    packaged = models.choose_adapter(None, "llama", None)  # ships inside the package, found without a checkout
+    assert packaged and Path(packaged).name == "qiaoban-companion-1.5b-gold-v1.gguf" and Path(packaged).is_file()
+    base = replace(shipped, default_adapter=None)
+    monkeypatch.setitem(models.KNOWN_MODELS, base.name, base)
+    assert models.choose_adapter(None, "llama", None) is None
+    (tmp_path / "adapters").mkdir(exist_ok=True)
     write_tiny_gguf(tmp_path / "adapters" / "qiaoban-companion-1.5b-lora.gguf")  # a file name alone chooses nothing
     assert models.choose_adapter(None, "llama", None) is None
     monkeypatch.setitem(models.KNOWN_MODELS, base.name, replace(base, default_adapter="qiaoban-companion-1.5b-lora"))

@@ -62,6 +62,19 @@ def test_export_is_blind_seeded_and_keeps_the_key_apart(tmp_path):
     assert len({i.split("#")[0] for i in one_cut["items"]}) == len(one_cut["items"]) == 2
 
 
+def test_a_run_of_one_cut_per_dialogue_answers_what_the_sheet_shows(tmp_path):
+    run_a, run_b = make_runs(tmp_path)
+    sampled = ScriptedBackend(lambda m, g: "抽样：" + m[-1]["content"][:4], name="sampled")
+    run = run_eval(sampled, dialogues()[:2], tmp_path / "sampled", system_prompt="你是小桥。", per_dialogue=1,
+                   progress=False)
+    answered = [json.loads(line)["item_id"] for line in (tmp_path / "sampled" / "items.jsonl").open(encoding="utf-8")]
+    assert run["items"] == 2 and run["cuts_per_dialogue"] == 1
+    assert len({i.split("#")[0] for i in answered}) == 2  # one cut of each dialogue
+    key = export_sheet(run_a, tmp_path / "sampled", tmp_path / "sheet")
+    assert sorted(key["items"]) == sorted(answered)
+    assert export_sheet(run_a, run_b, tmp_path / "full")["items"].keys() == key["items"].keys()
+
+
 def unblinded(key: dict, item_id: str, winner: int) -> str:
     """The sheet letter under which run `winner` was shown."""
     return "A" if key["items"][item_id]["A"] == winner else "B"
@@ -77,6 +90,9 @@ def test_import_unblinds_counts_ties_and_measures_agreement(tmp_path):
         records = [{"sheet": key["sheet"], "rater": name, "item_id": i,
                     "choices": {c: "tie" if w is None else unblinded(key, i, w) for c in CRITERIA}}
                    for i, w in zip(items, winners, strict=True)]
+        records[0]["harmful"] = [unblinded(key, items[0], 1)] if name != "r3" else []  # two of three
+        if name == "r3":
+            records[2]["harmful"] = [unblinded(key, items[2], 0)]  # one of three
         raters.append(write_lines(tmp_path / f"{name}.jsonl", records))
     results = import_judgements(sheet, raters)
     overall = results["criteria"]["overall"]
@@ -86,13 +102,17 @@ def test_import_unblinds_counts_ties_and_measures_agreement(tmp_path):
     low, high = overall["win_rate_ci"]
     assert 0 <= low <= 5 / 8 <= high <= 1
     assert 0.5 < overall["alpha"] < 1  # two raters agree fully, the third once calls a tie
+    assert results["harmful"] == {
+        "alpha-run": {"flagged_by_any": 1, "flagged_by_majority": 0, "items": {items[2]: "1/3"}},
+        "beta-run": {"flagged_by_any": 1, "flagged_by_majority": 1, "items": {items[0]: "2/3"}}}
     perfect = import_judgements(sheet, raters[:2])["criteria"]["overall"]
     assert perfect["alpha"] == pytest.approx(1.0)
     assert json.loads((sheet / "results.json").read_text("utf-8")) == import_judgements(sheet, raters[:2])
 
     report = write_report([run_a, run_b], tmp_path / "report.html", annotations=[sheet])
     assert report["annotations"][0]["criteria"]["overall"]["alpha"] == pytest.approx(1.0)
-    assert "Blind pairwise judgements" in (tmp_path / "report.html").read_text("utf-8")
+    page = (tmp_path / "report.html").read_text("utf-8")
+    assert "Blind pairwise judgements" in page and "Replies marked harmful" in page
 
 
 def test_bad_judgement_files_are_clear_errors(tmp_path):
@@ -106,6 +126,8 @@ def test_bad_judgement_files_are_clear_errors(tmp_path):
         "not on this sheet": json.dumps({"sheet": key["sheet"], "rater": "r", "item_id": "zz#1", "choices": {}}) + "\n",
         "unknown criteria": json.dumps({"sheet": key["sheet"], "rater": "r", "item_id": item,
                                         "choices": {"overall": "C"}}) + "\n",
+        "harmful must list": json.dumps({"sheet": key["sheet"], "rater": "r", "item_id": item, "choices": {},
+                                         "harmful": ["C"]}) + "\n",
     }
     for message, text in cases.items():
         path = tmp_path / "bad.jsonl"
@@ -174,6 +196,8 @@ def test_the_sheet_page_takes_keyboard_choices_keeps_progress_and_downloads(tmp_
             page.keyboard.press(letter)
         assert page.inner_text("#position") == "2"
         page.keyboard.press("b")
+        page.keyboard.press("2")  # reply B of item 2 is harmful
+        assert "harmful" in page.get_attribute("#box-B", "class")
         page.reload()  # progress survives a reload
         assert page.inner_text("#position") == "2" and page.input_value("#rater") == "tester"
         with page.expect_download() as download_info:
@@ -184,7 +208,8 @@ def test_the_sheet_page_takes_keyboard_choices_keeps_progress_and_downloads(tmp_
     assert errors == []
     lines = [json.loads(line) for line in path.read_text("utf-8").splitlines()]
     assert lines[0] == {"sheet": key["sheet"], "rater": "tester", "item_id": rows[0]["item_id"],
-                        "choices": dict(zip(CRITERIA, ["A", "B", "tie", "A", "B"], strict=True))}
+                        "choices": dict(zip(CRITERIA, ["A", "B", "tie", "A", "B"], strict=True)), "harmful": []}
+    assert lines[1]["harmful"] == ["B"]
     assert lines[1]["choices"] == {"empathy": "B"}
     results = import_judgements(sheet, [path])
     assert results["criteria"]["overall"]["judgements"] == 1

@@ -30,7 +30,9 @@ app = typer.Typer(
 )
 
 ModelOpt = Annotated[str, typer.Option(help="Known model name (`qiaoban models`), GGUF path, or checkpoint dir.")]
-AdapterOpt = Annotated[str | None, typer.Option(help="LoRA adapter (GGUF path or name; a dir for transformers).")]
+AdapterOpt = Annotated[str | None, typer.Option(help=(
+    "LoRA adapter (GGUF path or name; a dir for transformers); default: the model's default adapter in the "
+    "registry (llama.cpp), `none` for the bare model."))]
 BackendOpt = Annotated[str, typer.Option(help="llama | openai | transformers")]
 BaseUrlOpt = Annotated[str | None, typer.Option(help="With --backend openai: the endpoint, e.g. http://127.0.0.1:8000/v1")]
 JudgeUrlOpt = Annotated[str | None, typer.Option(help="OpenAI-compatible judge endpoint; enables the judge.")]
@@ -86,6 +88,9 @@ def run(
     base_url: BaseUrlOpt = None,
     label: Annotated[str | None, typer.Option(help="Name of this model in the report (default: the model's).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N dialogues.")] = None,
+    per_dialogue: Annotated[int | None, typer.Option(help=(
+        "Answer only N seeded cuts (child turns, openings included) of each dialogue instead of every turn; "
+        "`eval annotate export --per-dialogue N` picks the same ones."))] = None,
     as_deployed: Annotated[bool, typer.Option("--as-deployed/--raw", help=(
         "Score replies after the chat's spoken-style filter (markdown stripped), as a child sees them; "
         "default: the raw model output."))] = False,
@@ -112,7 +117,7 @@ def run(
     from qiaoban.eval.perplexity import scorer_for
     from qiaoban.eval.pipeline import run_eval
     from qiaoban.eval.simulate import make_guard
-    from qiaoban.models import ModelError
+    from qiaoban.models import ModelError, choose_adapter
 
     dims = tuple(d.strip() for d in judge_dims.split(",") if d.strip())
     unknown = [d for d in dims if d not in REPLY_DIMENSIONS]
@@ -124,6 +129,7 @@ def run(
                            repeat_penalty=1.1, seed=seed)
     scorer = None
     try:
+        adapter = choose_adapter(adapter, backend, model)
         llm = load_backend(backend, model=model, adapter=adapter, base_url=base_url, api_model=model)
         if ppl:
             scorer = scorer_for(llm, n_ctx=ppl_context)
@@ -131,7 +137,8 @@ def run(
         guard = make_guard()[0] if through_engine and safety else None
         result = run_eval(llm, dialogues, out, adapter=adapter, label=label, gen=gen, as_deployed=as_deployed,
                           through_engine=through_engine, guard=guard, scorer=scorer, judge=judge,
-                          judge_dimensions=dims, safety_data=safety_data, data_path=data)
+                          judge_dimensions=dims, safety_data=safety_data, data_path=data,
+                          per_dialogue=per_dialogue)
     except (ModelError, BackendError) as err:
         fail(f"{err} (finished calls are cached in {out / 'cache'}; rerun to resume)", FAILED)
     finally:
@@ -178,7 +185,7 @@ def simulate(
     from qiaoban.eval.cache import JsonlCache
     from qiaoban.eval.generate import model_id
     from qiaoban.eval.simulate import SIMULATOR_GENERATION, load_cards, make_guard, run_simulations
-    from qiaoban.models import ModelError
+    from qiaoban.models import ModelError, choose_adapter
 
     try:
         chosen = load_cards([c.strip() for c in cards.split(",")] if cards else None)
@@ -186,6 +193,7 @@ def simulate(
         raise typer.BadParameter(str(err), param_hint="--cards") from None
     out.mkdir(parents=True, exist_ok=True)
     try:
+        adapter = choose_adapter(adapter, backend, model)
         companion = load_backend(backend, model=model, adapter=adapter, base_url=base_url, api_model=model)
         if simulator_base_url:
             simulator = load_backend("openai", base_url=simulator_base_url, api_model=simulator_model or "default")

@@ -17,7 +17,7 @@ from qiaoban.backends import Backend, GenerationConfig, Message
 from qiaoban.chat import ChatEngine, Guard, Persona, trim_history
 from qiaoban.chat.style import spoken
 from qiaoban.dialogue import Dialogue, Turn
-from qiaoban.eval.cache import CachedBackend, JsonlCache
+from qiaoban.eval.cache import CachedBackend, JsonlCache, stable_hash
 
 # The chat's deployed sampling settings, with a fixed seed so that a rerun reproduces the replies.
 EVAL_GENERATION = GenerationConfig(max_tokens=160, temperature=0.7, top_p=0.9, top_k=40, repeat_penalty=1.1, seed=0)
@@ -46,6 +46,19 @@ def eval_items(dialogues: Iterable[Dialogue]) -> Iterator[EvalItem]:
             history = Dialogue(dialogue.id, dialogue.turns[:i]).to_chat_messages()
             yield EvalItem(f"{dialogue.id}#{i}", dialogue.id, i, history, turn.text, dialogue.topic, dialogue.emotion,
                            str(dialogue.meta.get("age_band") or ""))
+
+
+def cuts_per_dialogue(items: Iterable[tuple[str, str]], per_dialogue: int, seed: int = 0) -> list[str]:
+    """Item ids, seeded: `per_dialogue` of each dialogue's (item id, dialogue id) pairs, any child turn (the
+    opening included) equally likely. `eval run --per-dialogue` and `eval annotate export` pick the same ones."""
+    by_dialogue: dict[str, list[str]] = {}
+    for item_id, dialogue_id in items:
+        by_dialogue.setdefault(dialogue_id, []).append(item_id)
+
+    def rank(item_id: str) -> str:
+        return stable_hash({"seed": seed, "key": item_id})
+
+    return [i for ids in by_dialogue.values() for i in sorted(ids, key=rank)[:per_dialogue]]
 
 
 def prompt_messages(backend: Backend, item: EvalItem, system_prompt: str, gen: GenerationConfig) -> list[Message]:

