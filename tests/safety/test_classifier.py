@@ -43,14 +43,11 @@ def test_packaged_model_separates_risk_from_everyday_talk():
 def test_packaged_model_is_exactly_what_train_rebuilds():
     meta = json.loads(classifier.model_path().read_text("utf-8"))
     rows = classifier.generate(seed=meta["seed"], per_label=meta["per_label"])
-    for source in meta["examples"]:
-        path = REPO / source["path"]
-        assert classifier.file_digest(path) == source["sha256"], f"{path} changed since the model was trained"
-        rows += classifier.labelled_rows(path)
-    for source in meta["everyday"]:
-        path = REPO / source["path"]
-        assert classifier.file_digest(path) == source["sha256"], f"{path} changed since the model was trained"
-        rows += classifier.everyday_rows(path)
+    for key, read in (("examples", classifier.labelled_rows), ("everyday", classifier.everyday_rows)):
+        for source in meta[key]:
+            path = REPO / source["path"]
+            assert classifier.file_digest(path) == source["sha256"], f"{path} changed since the model was trained"
+            rows += read(path)
     rebuilt = classifier.train(rows, max_iter=meta["max_iter"])
     assert rebuilt["labels"] == meta["labels"] and rebuilt["bias"] == meta["bias"]
     assert rebuilt["weights"] == meta["weights"]

@@ -230,20 +230,15 @@ def train(
     """
     rows = classifier.generate(seed=seed, per_label=per_label)
     generated = len(rows)
-    sources = []
-    for path in examples or []:
-        try:
-            rows += classifier.labelled_rows(path)
-        except (OSError, LabelledFormatError) as err:
-            fail(str(err))
-        sources.append({"path": path.as_posix(), "sha256": classifier.file_digest(path)})
-    talk = []
-    for path in everyday or []:
-        try:
-            rows += classifier.everyday_rows(path)
-        except (OSError, DialogueFormatError) as err:
-            fail(str(err))
-        talk.append({"path": path.as_posix(), "sha256": classifier.file_digest(path)})
+    sources, talk = [], []
+    for paths, read, listed in ((examples, classifier.labelled_rows, sources),
+                                (everyday, classifier.everyday_rows, talk)):
+        for path in paths or []:
+            try:
+                rows += read(path)
+            except (OSError, LabelledFormatError, DialogueFormatError) as err:
+                fail(str(err))
+            listed.append({"path": path.as_posix(), "sha256": classifier.file_digest(path)})
     if dump_data:
         with open(dump_data, "w", encoding="utf-8") as handle:
             for text, label, context in rows:

@@ -81,9 +81,8 @@ def check(text: str, context: Sequence[str] = (), *, model: dict[str, Any] | Non
     for i in range(len(context) - 1, max(-1, len(context) - 1 - CARRY_TURNS), -1):
         earlier = _check(context[i], context[:i], model=model, threshold=threshold)
         if earlier.risk and (earlier.score >= CARRY_SCORE or any(m.startswith("lexicon:") for m in earlier.matched)):
-            said = [h for message in context for h in scan(message) if not h.negated]
             return _verdict(earlier.category or "", "concern", max(verdict.score, earlier.score),
-                            [f"context:{earlier.category}"], [], said, text, context, framed=False)
+                            [f"context:{earlier.category}"], [], _said(context), text, context, framed=False)
     return verdict
 
 
@@ -91,7 +90,7 @@ def _check(text: str, context: Sequence[str], *, model: dict[str, Any] | None, t
            head: Head | None = None, fused_threshold: float = FUSED_THRESHOLD) -> Verdict:
     found = scan(text)
     hits = [h for h in found if not h.negated]
-    earlier = [h for message in context for h in scan(message) if not h.negated]
+    earlier = _said(context)
     if earlier and (cue := context_cue(text, {h.category for h in earlier})):
         hits.append(cue)
     top = max(hits, key=_rank, default=None)
@@ -135,6 +134,11 @@ def _check(text: str, context: Sequence[str], *, model: dict[str, Any] | None, t
     verdict = _verdict(category, severity, score, matched, hits, earlier, text, context, framed)
     verdict.head_score = head_prob
     return verdict
+
+
+def _said(context: Sequence[str]) -> list[Hit]:
+    """The pattern layer's hits in the child's earlier messages."""
+    return [h for message in context for h in scan(message) if not h.negated]
 
 
 def _verdict(category: str, severity: str, score: float, matched: list[str], hits: list[Hit], earlier: list[Hit],
