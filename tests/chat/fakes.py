@@ -58,7 +58,7 @@ class FakeGuard:
         self.seen_context.append(list(context))
         return self.verdict
 
-    def check_output(self, reply, verdict):
+    def check_output(self, reply, verdict, said=()):
         if self.banned and self.banned in reply:
             return "这不是你的错。"
         return None

@@ -18,7 +18,7 @@ trained on the gold corpus gets its short persona prompt and only the filters it
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -83,8 +83,9 @@ class Verdict(Protocol):
 class Guard(Protocol):
     def check_input(self, text: str, context: list[str]) -> Verdict: ...
 
-    def check_output(self, reply: str, verdict: Verdict | None) -> str | None:
-        """None when the reply is fine; otherwise the safe text to show instead of the rest."""
+    def check_output(self, reply: str, verdict: Verdict | None, said: Sequence[str] = ()) -> str | None:
+        """None when the reply is fine; otherwise the safe text to show instead of the rest. `said`: the child's
+        messages, oldest first, the one being answered last."""
         ...
 
 
@@ -166,14 +167,14 @@ class ChatEngine:
                 reply = Reply(verdict.template_reply, verdict=verdict)
                 yield reply.text
             else:
-                reply = yield from self._generate(text, verdict)
+                reply = yield from self._generate(text, verdict, [*context, text])
         except BaseException:
             self.turns.pop()  # a failed or abandoned turn leaves the history as it was
             raise
         self.turns.append(Turn("assistant", reply.text))
         holder["reply"] = reply
 
-    def _generate(self, message: str, verdict: Verdict | None) -> Iterator[str]:
+    def _generate(self, message: str, verdict: Verdict | None, said: list[str]) -> Iterator[str]:
         system = self.system_prompt
         if verdict is not None and verdict.guidance:
             system += "\n\n" + verdict.guidance
@@ -190,7 +191,7 @@ class ChatEngine:
             piece = clauses.feed(delta)
             if not piece:
                 continue
-            if self.guard and (substitute := self.guard.check_output(clauses.text, verdict)) is not None:
+            if self.guard and (substitute := self.guard.check_output(clauses.text, verdict, said)) is not None:
                 deltas.close()  # stop the model; what it has not said yet is never shown
                 break
             yield from shown.add(piece)
@@ -203,7 +204,7 @@ class ChatEngine:
         if substitute is None and not long_enough:
             tail = clauses.finish(truncated=result.finish_reason == "length")
             if tail and self.guard:
-                substitute = self.guard.check_output(clauses.text, verdict)
+                substitute = self.guard.check_output(clauses.text, verdict, said)
             if substitute is None:
                 yield from shown.add(tail)
         yield from shown.flush()

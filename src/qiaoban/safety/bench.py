@@ -1,4 +1,5 @@
-"""Measure the detector on a labelled JSONL set: recall per category, false positives, latency."""
+"""Measure the detector on a labelled JSONL set (recall per category, false positives, latency), and the reply
+guard on rated replies."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from qiaoban.safety import classifier
 from qiaoban.safety.detect import check
+from qiaoban.safety.guard import SafetyGuard
 from qiaoban.safety.head import Head, embedding_input, fit
 from qiaoban.safety.labelled import read_labelled
 
@@ -119,3 +122,42 @@ def cross_validate(path: str | Path, folds: int = 5, thresholds: tuple[float, ..
                 t: {"recall": row["detected"] / row["risk"] if row["risk"] else None,
                     "false_positive_rate": row["flagged"] / row["benign"] if row["benign"] else None}
                 for t, row in counts.items()}}
+
+
+def run_reply_bench(items: list[dict[str, Any]], guard: SafetyGuard) -> dict[str, Any]:
+    """Screen each rated reply as the chat engine does (the input verdict of the child's message, then the
+    output guard on the whole reply): recall on harmful replies per harm kind, stop rate on harmless ones, and
+    how often each layer fired."""
+    caught = stopped = n_harmful = 0
+    per_kind: dict[str, dict[str, int]] = {}
+    layers: dict[str, int] = {}
+    misses, false_stops, latencies = [], [], []
+    for item in tqdm(items, desc="screening replies", disable=len(items) < 200):
+        said = [*item.get("context", []), item["text"]]
+        verdict = guard.check_input(item["text"], item.get("context", []))
+        start = time.perf_counter()
+        harms = guard.harms(item["reply"], verdict, said)
+        latencies.append((time.perf_counter() - start) * 1000)
+        for harm in harms:
+            layers[harm] = layers.get(harm, 0) + 1
+        if item["harmful"]:
+            n_harmful += 1
+            caught += bool(harms)
+            for kind in item.get("kinds") or ["unspecified"]:
+                row = per_kind.setdefault(kind, {"n": 0, "caught": 0})
+                row["n"] += 1
+                row["caught"] += bool(harms)
+            if not harms:
+                misses.append(f"{item['text']} -> {item['reply']}")
+        elif harms:
+            stopped += 1
+            false_stops.append(f"{item['text']} -> {item['reply']} [{', '.join(harms)}]")
+    n_harmless = len(items) - n_harmful
+    return {
+        "n": len(items), "n_harmful": n_harmful, "n_harmless": n_harmless,
+        "recall": caught / n_harmful if n_harmful else None,
+        "false_stop_rate": stopped / n_harmless if n_harmless else None,
+        "per_kind": {k: {**v, "recall": v["caught"] / v["n"]} for k, v in sorted(per_kind.items())},
+        "layers": layers, "reply_head": guard.reply_head is not None, "latency_ms": _latency(latencies),
+        "misses": misses, "false_stops": false_stops,
+    }

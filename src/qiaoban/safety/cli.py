@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,7 @@ import typer
 from qiaoban.cli_errors import fail
 from qiaoban.dialogue import DialogueFormatError
 from qiaoban.models import DEFAULT_MODEL, ModelError
-from qiaoban.safety import classifier, head
+from qiaoban.safety import classifier, head, reply_head
 from qiaoban.safety.bench import cross_validate, run_bench
 from qiaoban.safety.classifier import BENIGN_WEIGHT, DEFAULT_MAX_ITER, DEFAULT_PER_LABEL, DEFAULT_SEED
 from qiaoban.safety.detect import check as screen
@@ -250,3 +251,97 @@ def train(
     typer.echo(f"trained on {generated} generated and {len(rows) - generated} hand-written examples "
                f"({len(model['labels'])} labels), "
                f"{len(model['weights'])} n-gram features -> {path}")
+
+
+def _replies(files: list[Path], gold: list[Path] | None, gold_per_dialogue: int | None = None
+             ) -> tuple[list[dict], list[dict]]:
+    """Rated replies from `files` and harmless gold companion turns from `gold` (every turn of a risk dialogue,
+    `gold_per_dialogue` of each other one; all when None), with a digest of each source."""
+    items, sources = [], []
+    gold_turns = partial(reply_head.gold_replies, everyday_per_dialogue=gold_per_dialogue)
+    for path, read in [(p, reply_head.read_replies) for p in files] + [(p, gold_turns) for p in gold or []]:
+        try:
+            items += read(path)
+        except (OSError, reply_head.ReplyFormatError, DialogueFormatError) as err:
+            fail(str(err))
+        sources.append({"path": path.as_posix(), "sha256": classifier.file_digest(path)})
+    return items, sources
+
+
+@app.command("bench-replies")
+def bench_replies(
+    files: Annotated[list[Path] | None, typer.Argument(
+        help="Rated replies: JSONL of {\"text\", \"context\"?, \"reply\", \"harmful\", \"kinds\"?}.")] = None,
+    gold: Annotated[list[Path] | None, typer.Option(
+        "--gold", help="Dialogue corpus whose companion turns count as harmless replies; repeatable.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON.")] = False,
+    show_errors: Annotated[bool, typer.Option("--errors", help="List missed harmful and stopped harmless replies.")] = False,
+    use_head: UseHead = True,
+) -> None:
+    """How the reply guard does on rated replies: the share of harmful replies it stops (per harm kind), the
+    share of harmless ones it stops, and which layer fired. Each reply is checked as the chat engine checks it:
+    after the input verdict on the child's message, against what the child said.
+
+      qiaoban safety bench-replies tests/safety/data/replies_test_t1.jsonl --gold corpora/coach-gold/test.jsonl
+    """
+    items, _ = _replies(files or [], gold)
+    if not items:
+        fail("give rated-reply files and/or --gold corpora")
+    from qiaoban.safety import SafetyGuard
+    from qiaoban.safety.bench import run_reply_bench
+
+    guard = SafetyGuard(use_head=use_head)
+    if use_head and guard.reply_head is None:
+        typer.echo("note: the default model is not installed; the reply guard runs on phrase patterns alone", err=True)
+    report = run_reply_bench(items, guard)
+    if as_json:
+        typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    typer.echo(f"harmful {report['n_harmful']}: recall {report['recall'] if report['recall'] is None else round(report['recall'], 3)}"
+               f"  harmless {report['n_harmless']}: stopped "
+               f"{report['false_stop_rate'] if report['false_stop_rate'] is None else round(report['false_stop_rate'], 3)}")
+    for kind, row in report["per_kind"].items():
+        typer.echo(f"  {kind}: {row['caught']}/{row['n']}")
+    typer.echo(f"layers fired: {report['layers']}  latency per reply: p50 {report['latency_ms']['p50']:.1f} ms, "
+               f"p95 {report['latency_ms']['p95']:.1f} ms")
+    if show_errors:
+        for line in report["misses"]:
+            typer.echo(f"missed: {line}")
+        for line in report["false_stops"]:
+            typer.echo(f"stopped: {line}")
+
+
+@app.command("train-reply-head")
+def train_reply_head(
+    replies: Annotated[list[Path], typer.Option(
+        "--replies", help="Rated replies to train on (the bench-replies format); repeatable. Never a test set.")],
+    gold: Annotated[list[Path] | None, typer.Option(
+        "--gold", help="Dialogue corpus whose companion turns train as harmless; repeatable. Never a test split.")] = None,
+    gold_per_dialogue: Annotated[int, typer.Option(
+        help="Companion turns taken from each everyday gold dialogue (seeded); every turn of a risk dialogue.")] = 1,
+    threshold: Annotated[float, typer.Option(
+        help="Probability at which the guard stops a reply (choose it by cross-validation on dev).")] = reply_head.THRESHOLD,
+    out: Annotated[Path | None, typer.Option(help="Where to write it (default: the packaged reply_head.json).")] = None,
+    model: Annotated[str, typer.Option(help="Known model whose hidden states the head reads.")] = DEFAULT_MODEL,
+    layers: Annotated[int, typer.Option(help="Read the hidden states after this many blocks (0: the last).")] = head.LAYERS,
+) -> None:
+    """Rebuild the reply guard's learned layer: embed each (child's words, reply) pair with the model cut after
+    `--layers` blocks (cached under QIAOBAN_HOME/cache) and fit a logistic head on harmful vs harmless.
+
+    The packaged reply head was built from the repository root with:
+
+      qiaoban safety train-reply-head --replies tests/safety/data/replies_dev.jsonl --replies tests/safety/data/replies_dev_trained.jsonl --replies tests/safety/data/reply_pairs_dev.jsonl --gold corpora/coach-gold/train.jsonl --threshold 0.3
+    """
+    items, sources = _replies(replies, gold, gold_per_dialogue)
+    try:
+        vectors = head.embed_all(reply_head.inputs(items), model, layers)
+    except ModelError as err:
+        fail(str(err))
+    harmful = np.array([item["harmful"] for item in items])
+    params = head.fit(vectors, harmful, l2=reply_head.L2)
+    path = out or reply_head.reply_head_path()
+    head.save(params, path, model=model, layers=layers or None, l2=reply_head.L2, threshold=threshold,
+              sources=sources)
+    train_acc = float(((head.probability(params, vectors) >= threshold) == harmful).mean())
+    typer.echo(f"reply head on {len(items)} replies ({int(harmful.sum())} harmful), training accuracy "
+               f"{train_acc:.3f} at {threshold} -> {path}")

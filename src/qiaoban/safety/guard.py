@@ -6,9 +6,11 @@ import re
 from collections.abc import Sequence
 from functools import cache, cached_property
 
+from qiaoban.safety import reply_head
 from qiaoban.safety.detect import Verdict, check
 from qiaoban.safety.head import Head, available
 from qiaoban.safety.policy import replacement
+from qiaoban.safety.reply_head import ReplyHead
 from qiaoban.safety.text import lexicon, normalize
 
 
@@ -26,6 +28,11 @@ def _send_back(abuser: str) -> re.Pattern:
 @cache
 def _blame_when_harmed() -> re.Pattern:
     return re.compile("|".join(lexicon()["blame_when_harmed"]))
+
+
+@cache
+def _relief() -> re.Pattern:
+    return re.compile(lexicon()["relief_when_played_down"])
 
 
 @cache
@@ -52,8 +59,9 @@ def screen_reply(text: str) -> list[str]:
 
 
 class SafetyGuard:
-    """The chat engine's guard (`qiaoban.chat.engine.Guard`). `use_head`: add the LLM layer when the default
-    model is installed (loaded on the first message)."""
+    """The chat engine's guard (`qiaoban.chat.engine.Guard`). `use_head`: add the learned layers on the default
+    model's hidden states when that model is installed (loaded on the first message): the input head, and the
+    reply head that reads each reply against what the child said."""
 
     def __init__(self, use_head: bool = True):
         self.use_head = use_head
@@ -62,15 +70,28 @@ class SafetyGuard:
     def head(self) -> Head | None:
         return available() if self.use_head else None
 
+    @cached_property
+    def reply_head(self) -> ReplyHead | None:
+        return reply_head.available() if self.use_head else None
+
     def preload(self) -> None:
-        """Load the lexicon, the classifier and the head now, so that a child's first message does not wait."""
+        """Load the lexicon, the classifier and the heads now, so that a child's first message does not wait."""
         self.check_input("你好")
+        self.check_output("你好呀。", None, ["你好"])
 
     def check_input(self, text: str, context: Sequence[str] = ()) -> Verdict:
         return check(text, context, head=self.head)
 
-    def check_output(self, reply: str, verdict: Verdict | None) -> str | None:
-        """None when the reply so far is fine; else the safe text to show instead of the rest."""
+    def check_output(self, reply: str, verdict: Verdict | None, said: Sequence[str] = ()) -> str | None:
+        """None when the reply so far is fine; else the safe text to show instead of the rest. `said`: the
+        child's messages so far, oldest first, the one answered last (the reply head reads them)."""
+        if not self.harms(reply, verdict, said):
+            return None
+        return replacement(verdict.followup if verdict is not None and verdict.risk else None)
+
+    def harms(self, reply: str, verdict: Verdict | None, said: Sequence[str] = ()) -> list[str]:
+        """Why the reply must not be shown: phrase-pattern kinds, "send_back", "victim_blaming", "relief" (after a
+        risk the child played down), or "reply_head"."""
         harms = screen_reply(reply)
         abuser = getattr(verdict, "abuser", None)
         if abuser and _found(_send_back(abuser), normalize(reply)):
@@ -78,6 +99,9 @@ class SafetyGuard:
         harmed = verdict is not None and verdict.category in lexicon()["blame_when_harmed_categories"]
         if harmed and _found(_blame_when_harmed(), normalize(reply)):
             harms.append("victim_blaming")
-        if not harms:
-            return None
-        return replacement(verdict.followup if verdict is not None and verdict.risk else None)
+        if verdict is not None and verdict.risk and verdict.played_down and _found(_relief(), normalize(reply)):
+            harms.append("relief")
+        head = self.reply_head if not harms and said else None
+        if head is not None and head.score(reply, said) >= head.threshold:
+            harms.append("reply_head")
+        return harms

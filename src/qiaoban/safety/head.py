@@ -72,6 +72,12 @@ def model_file(model: str, layers: int | None) -> Path:
     return first_layers(ensure_model(model), layers) if layers else ensure_model(model)
 
 
+@cache
+def embedder(model: str, layers: int | None) -> Embedder:
+    """One loaded embedder per (model, depth), shared by the input head and the reply head."""
+    return Embedder(model_file(model, layers))
+
+
 def embed_all(texts: list[str], model: str, layers: int | None = LAYERS) -> np.ndarray:
     """Vectors of `texts` from the known `model` at depth `layers`, through an .npz cache (QIAOBAN_HOME/cache)
     keyed by each text's sha1: only texts never seen are embedded, and the model is loaded only for them."""
@@ -84,9 +90,9 @@ def embed_all(texts: list[str], model: str, layers: int | None = LAYERS) -> np.n
             cached = {k: stored[k] for k in stored.files}
     missing = [i for i, k in enumerate(keys) if k not in cached]
     if missing:
-        embedder = Embedder(model_file(model, layers))
-        for i in tqdm(missing, desc="embedding messages"):
-            cached[keys[i]] = embedder(texts[i])
+        embed = embedder(model, layers)
+        for i in tqdm(missing, desc="embedding texts"):
+            cached[keys[i]] = embed(texts[i])
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache_file, **cached)
     return np.stack([cached[k] for k in keys])
@@ -132,7 +138,7 @@ def load(path: str | None = None) -> Head:
     if not file.is_file():
         raise FileNotFoundError(f"safety head not found at {file}; build it with `qiaoban safety train-head`")
     params = json.loads(file.read_text("utf-8"))
-    return Head(params, Embedder(model_file(params["model"], params.get("layers"))))
+    return Head(params, embedder(params["model"], params.get("layers")))
 
 
 def available() -> Head | None:

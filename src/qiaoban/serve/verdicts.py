@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -32,8 +32,8 @@ class RecordingGuard:
         self.on_verdict(verdict)
         return verdict
 
-    def check_output(self, reply: str, verdict: Verdict | None) -> str | None:
-        return self.guard.check_output(reply, verdict)
+    def check_output(self, reply: str, verdict: Verdict | None, said: Sequence[str] = ()) -> str | None:
+        return self.guard.check_output(reply, verdict, said)
 
 
 def safety_view(verdict: Verdict | None) -> dict[str, Any] | None:
