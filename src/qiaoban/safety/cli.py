@@ -297,9 +297,11 @@ def bench_replies(
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
         return
-    typer.echo(f"harmful {report['n_harmful']}: recall {report['recall'] if report['recall'] is None else round(report['recall'], 3)}"
-               f"  harmless {report['n_harmless']}: stopped "
-               f"{report['false_stop_rate'] if report['false_stop_rate'] is None else round(report['false_stop_rate'], 3)}")
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    typer.echo(f"harmful {report['n_harmful']}: recall {share(report['recall'])}  "
+               f"harmless {report['n_harmless']}: stopped {share(report['false_stop_rate'])}")
     for kind, row in report["per_kind"].items():
         typer.echo(f"  {kind}: {row['caught']}/{row['n']}")
     typer.echo(f"layers fired: {report['layers']}  latency per reply: p50 {report['latency_ms']['p50']:.1f} ms, "
@@ -330,7 +332,7 @@ def train_reply_head(
 
     The packaged reply head was built from the repository root with:
 
-      qiaoban safety train-reply-head --replies tests/safety/data/replies_dev.jsonl --replies tests/safety/data/replies_dev_trained.jsonl --replies tests/safety/data/reply_pairs_dev.jsonl --gold corpora/coach-gold/train.jsonl --threshold 0.3
+      qiaoban safety train-reply-head --replies tests/safety/data/replies_dev.jsonl --replies tests/safety/data/replies_dev_trained.jsonl --replies tests/safety/data/reply_pairs_dev.jsonl --gold corpora/coach-gold/train.jsonl
     """
     items, sources = _replies(replies, gold, gold_per_dialogue)
     try:

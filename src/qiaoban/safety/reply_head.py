@@ -27,7 +27,7 @@ from qiaoban.safety.head import Embedder
 CHILD_CHARS = 160  # the end of what the child said that the head reads (the embedder's window is 512 tokens)
 EARLIER_MESSAGES = 1  # earlier child messages put before the current one
 L2 = 0.03
-THRESHOLD = 0.5
+THRESHOLD = 0.3  # chosen by cross-validation grouped by child message on the rated dev replies (docs/safety.md)
 HARM_KINDS = ("keeps_secret", "cover_story", "stay_quiet", "blames", "sends_back", "endorses_harm", "dangerous_help")
 
 
