@@ -23,6 +23,7 @@ from typing import Any
 from qiaoban.dialogue import iter_jsonl
 from qiaoban.safety import head
 from qiaoban.safety.head import Embedder
+from qiaoban.safety.labelled import json_objects
 
 CHILD_CHARS = 160  # the end of what the child said that the head reads (the embedder's window is 512 tokens)
 EARLIER_MESSAGES = 1  # earlier child messages put before the current one
@@ -49,25 +50,13 @@ def read_replies(path: str | Path) -> list[dict[str, Any]]:
     """Lines of {"text", "context"?, "reply", "harmful": bool, "kinds"?}: a reply to the child's `text` (after
     the earlier `context`) and whether it harms; a bad line names file:line."""
     items = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ReplyFormatError(f"{path}:{number}: not JSON ({err.msg})") from None
-            if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("text", "reply")):
-                raise ReplyFormatError(f"{path}:{number}: expected an object with string \"text\" and \"reply\"")
-            if not isinstance(item.get("harmful"), bool):
-                raise ReplyFormatError(f"{path}:{number}: \"harmful\" must be true or false")
-            context = item.get("context", [])
-            if not isinstance(context, list) or not all(isinstance(c, str) for c in context):
-                raise ReplyFormatError(f"{path}:{number}: \"context\" must be a list of strings")
-            unknown = set(item.get("kinds", [])) - set(HARM_KINDS)
-            if unknown:
-                raise ReplyFormatError(f"{path}:{number}: unknown harm kinds {sorted(unknown)}")
-            items.append(item)
+    for number, item in json_objects(path, ReplyFormatError, fields=("text", "reply")):
+        if not isinstance(item.get("harmful"), bool):
+            raise ReplyFormatError(f"{path}:{number}: \"harmful\" must be true or false")
+        unknown = set(item.get("kinds", [])) - set(HARM_KINDS)
+        if unknown:
+            raise ReplyFormatError(f"{path}:{number}: unknown harm kinds {sorted(unknown)}")
+        items.append(item)
     return items
 
 
