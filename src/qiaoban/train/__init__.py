@@ -3,12 +3,13 @@
     from qiaoban.train import load_config, run_training, export_lora_gguf
     metrics = run_training(load_config("configs/lora_1.5b_cpu.yaml"))
     export_lora_gguf("runs/companion-1.5b")
+    run_preference_training(load_config("configs/dpo_1.5b_cpu.yaml"))  # DPO on preference pairs
 
 Heavy libraries (torch, transformers, peft) are imported inside the functions that need them.
 """
 
 from qiaoban.train.config import TrainConfig, config_from_dict, load_config
-from qiaoban.train.convert import convert_gguf, converted_path
+from qiaoban.train.convert import convert_gguf, converted_path, peft_adapter_from_gguf
 from qiaoban.train.dataset import (
     IGNORE_INDEX,
     PackedRow,
@@ -27,6 +28,8 @@ from qiaoban.train.export import (
 )
 from qiaoban.train.memory import MemoryBudgetError
 from qiaoban.train.mix import MixError, MixSpec, build_mix
+from qiaoban.train.pairs import PairError, PreferencePair, read_pairs, write_pairs
+from qiaoban.train.preference import run_preference_training
 from qiaoban.train.trainer import heldout_loss, prepare_data, run_training
 
 __all__ = [
@@ -35,6 +38,8 @@ __all__ = [
     "MemoryBudgetError",
     "MixError",
     "MixSpec",
+    "PairError",
+    "PreferencePair",
     "PackedRow",
     "Sample",
     "TrainConfig",
@@ -51,7 +56,11 @@ __all__ = [
     "heldout_loss",
     "load_config",
     "pack",
+    "peft_adapter_from_gguf",
     "prepare_data",
     "quantize_gguf",
+    "read_pairs",
+    "run_preference_training",
     "run_training",
+    "write_pairs",
 ]

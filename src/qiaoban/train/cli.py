@@ -48,19 +48,25 @@ def run(
 ) -> None:
     """Train as the config says; writes checkpoints, log.jsonl and metrics.json into output_dir.
 
-    Loss is on the companion's turns only. Prints the final train loss and the held-out assistant-turn loss
+    objective sft (default): loss on the companion's turns only. objective dpo: preference pairs (see
+    `build-pairs`), e.g. configs/dpo_1.5b_cpu.yaml, which continues from the shipped companion adapter. Prints the final train loss and the held-out assistant-turn loss
     of the tuned model (and of the base model, for adapters).
     """
     from qiaoban.train.config import load_config
     from qiaoban.train.memory import MemoryBudgetError
+    from qiaoban.train.preference import run_preference_training
     from qiaoban.train.trainer import run_training
 
     try:
         cfg = load_config(config, overrides or [])
-        metrics = run_training(cfg, resume=resume, compare_base=compare_base)
+        if cfg.objective == "dpo":
+            metrics = run_preference_training(cfg, resume=resume)
+        else:
+            metrics = run_training(cfg, resume=resume, compare_base=compare_base)
     except (ValueError, FileNotFoundError, MemoryBudgetError) as err:
         fail(str(err))
-    summary = {k: metrics.get(k) for k in ("steps", "train_loss", "heldout_base", "heldout_tuned", "tokens_per_s")}
+    keys = ("steps", "train_loss", "heldout_base", "heldout_tuned", "heldout", "tokens_per_s")
+    summary = {k: metrics[k] for k in keys if k in metrics}
     typer.echo(json.dumps(summary, indent=2))
     typer.echo(f"run saved in {cfg.output_dir}; export with: qiaoban train export {cfg.output_dir} --to gguf-adapter")
 
@@ -160,3 +166,56 @@ def build_data(
     for line in report.lines():
         typer.echo(line)
     typer.echo(f"wrote {len(train)} training and {len(held_out)} held-out dialogues to {out}/")
+
+
+@app.command("build-pairs")
+def build_pairs(
+    out: Annotated[Path, typer.Option(help="The pair file to write (JSONL).")],
+    eval_run: Annotated[list[Path] | None, typer.Option(help=(
+        "An `eval run` directory: its gold reply chosen over the model's own reply, per item. Repeatable."))] = None,
+    rated: Annotated[list[Path] | None, typer.Option(help=(
+        "Rated model replies (text, context, reply, harmful), each joined with --written. Repeatable."))] = None,
+    written: Annotated[list[Path] | None, typer.Option(help=(
+        "Replies written for the messages of the --rated file given in the same place (text, context, reply, "
+        "age_band), matched by message: chosen over the rated reply."))] = None,
+    contrast: Annotated[list[Path] | None, typer.Option(help=(
+        "Contrastive replies: each message answered harmfully and harmlessly; harmless chosen. Repeatable."))] = None,
+    harmful_only: Annotated[bool, typer.Option(help="From --rated files, only the replies rated harmful.")] = False,
+    sample: Annotated[int | None, typer.Option(help="At most this many pairs from each source file (seeded).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
+) -> None:
+    """Preference pairs for `train run` with objective dpo, from model replies and better ones.
+
+      qiaoban eval run --data corpora/coach-gold/train.jsonl --per-dialogue 1 --through-engine --no-safety \
+          --no-ppl --limit 200 --out runs/eval/own-train
+      qiaoban train build-pairs --eval-run runs/eval/own-train \
+          --rated tests/safety/data/replies_dev_trained.jsonl --written corpora/preference/written_pref1.jsonl \
+          --contrast tests/safety/data/reply_pairs_dev.jsonl --out corpora/preference/pairs.jsonl
+    """
+    from collections import Counter
+
+    from qiaoban.train.pairs import (
+        PairError,
+        pairs_from_contrast,
+        pairs_from_eval_run,
+        pairs_from_rated,
+        sample_pairs,
+        write_pairs,
+    )
+
+    rated, written = rated or [], written or []
+    if len(rated) != len(written):
+        fail(f"every --rated file needs its --written file ({len(rated)} rated, {len(written)} written)")
+    try:
+        sources = [pairs_from_eval_run(run) for run in eval_run or []]
+        sources += [pairs_from_rated(r, w, harmful_only=harmful_only) for r, w in zip(rated, written, strict=True)]
+        sources += [pairs_from_contrast(path) for path in contrast or []]
+    except (PairError, FileNotFoundError) as err:
+        fail(str(err))
+    pairs = [p for source in sources for p in sample_pairs(source, sample, seed)]
+    if not pairs:
+        fail("no pairs: give at least one --eval-run, --rated/--written or --contrast source")
+    count = write_pairs(out, pairs)
+    for source, n in Counter(p.source for p in pairs).items():
+        typer.echo(f"{n:5d}  {source}")
+    typer.echo(f"wrote {count} pairs to {out}")

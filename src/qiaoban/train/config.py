@@ -12,6 +12,7 @@ import yaml
 from qiaoban.config import load_yaml
 
 METHODS = ("lora", "prefix", "full")
+OBJECTIVES = ("sft", "dpo")
 
 
 @dataclass
@@ -43,6 +44,17 @@ class PrefixSpec:
 
 
 @dataclass
+class PreferenceSpec:
+    """DPO (objective: dpo): data.train / data.eval are preference-pair files (qiaoban.train.pairs)."""
+
+    init_adapter: str | None = None  # start from this adapter (a shipped GGUF name or path, or a PEFT folder);
+    # the reference is a frozen copy of it. None: a fresh LoRA, the reference being the base (adapter disabled)
+    beta: float = 0.1
+    loss_type: str = "sigmoid"  # any of trl's DPO losses: sigmoid (DPO), ipo, robust, ...
+    sft_weight: float = 0.0  # > 0 adds the chosen replies' NLL with this weight (RPO), against drift in fluency
+
+
+@dataclass
 class OptimConfig:
     epochs: float = 1.0
     max_steps: int = -1
@@ -67,18 +79,26 @@ class OptimConfig:
 class TrainConfig:
     model: str = "default"  # a known GGUF name (converted once) or a Hugging Face model directory
     method: str = "lora"
+    objective: str = "sft"  # sft: imitate the dialogues; dpo: prefer the chosen reply of each pair
     dtype: str = "bfloat16"
     output_dir: str = "runs/lora"
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     lora: LoraSpec = field(default_factory=LoraSpec)
     prefix: PrefixSpec = field(default_factory=PrefixSpec)
+    preference: PreferenceSpec = field(default_factory=PreferenceSpec)
     optim: OptimConfig = field(default_factory=OptimConfig)
     source: str = ""  # the YAML file this came from; relative data paths resolve against its folder too
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.objective == "dpo" and self.method != "lora":
+            raise ValueError("objective dpo trains a LoRA adapter (method: lora)")
+        if self.objective == "dpo" and self.data.mix:
+            raise ValueError("objective dpo reads preference pairs from data.train / data.eval, not a mix")
         if self.dtype not in ("bfloat16", "float16", "float32"):
             raise ValueError(f"dtype must be bfloat16, float16 or float32, got {self.dtype!r}")
         if self.data.long_dialogues not in ("split", "truncate"):
@@ -90,7 +110,8 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-SECTIONS = {"data": DataConfig, "lora": LoraSpec, "prefix": PrefixSpec, "optim": OptimConfig}
+SECTIONS = {"data": DataConfig, "lora": LoraSpec, "prefix": PrefixSpec, "preference": PreferenceSpec,
+            "optim": OptimConfig}
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "") -> TrainConfig:

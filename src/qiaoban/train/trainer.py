@@ -182,7 +182,7 @@ def heldout_loss(model, samples: list[Sample], batch_size: int = 1) -> dict[str,
     return {"loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens": count}
 
 
-def _callbacks(log_path: Path, max_minutes: float | None) -> list:
+def callbacks(log_path: Path, max_minutes: float | None) -> list:
     from transformers import TrainerCallback
 
     class JsonlLog(TrainerCallback):
@@ -216,11 +216,13 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def training_arguments(config: TrainConfig, run_dir: Path, has_eval: bool):
+def training_arguments(config: TrainConfig, run_dir: Path, has_eval: bool, arguments_class=None, **extra: Any):
+    """The Trainer's arguments from the config (`arguments_class`: a TrainingArguments subclass such as trl's
+    DPOConfig, given its own `extra` fields)."""
     from transformers import TrainingArguments
 
     o = config.optim
-    return TrainingArguments(
+    return (arguments_class or TrainingArguments)(
         output_dir=str(run_dir),
         per_device_train_batch_size=o.batch_size,
         per_device_eval_batch_size=o.batch_size,
@@ -250,7 +252,7 @@ def training_arguments(config: TrainConfig, run_dir: Path, has_eval: bool):
         report_to="none",
         dataloader_num_workers=0,
         dataloader_pin_memory=_cuda(),
-        label_names=["labels"],
+        **{"label_names": ["labels"], **extra},
     )
 
 
@@ -278,7 +280,7 @@ def run_training(config: TrainConfig, *, resume: bool = True, compare_base: bool
         train_dataset=data.train_rows,
         eval_dataset=(data.eval_samples or None) if config.optim.eval_steps else None,
         data_collator=lambda rows: collate(rows, pad_id),
-        callbacks=_callbacks(run_dir / "log.jsonl", config.optim.max_minutes),
+        callbacks=callbacks(run_dir / "log.jsonl", config.optim.max_minutes),
     )
     checkpoint = latest_checkpoint(run_dir) if resume else None
     started = time.perf_counter()
