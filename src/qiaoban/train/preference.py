@@ -15,8 +15,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from qiaoban.train.config import TrainConfig, resolve_path
 from qiaoban.train.pairs import PreferencePair, read_pairs
 from qiaoban.train.trainer import (
@@ -26,6 +24,7 @@ from qiaoban.train.trainer import (
     load_model,
     load_tokenizer,
     resolve_model_dir,
+    start_run,
     training_arguments,
 )
 
@@ -73,17 +72,10 @@ def policy_model(config: TrainConfig, model_dir: Path):
 
 
 def run_preference_training(config: TrainConfig, *, resume: bool = True) -> dict[str, Any]:
-    import torch
     from datasets import Dataset
-    from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
 
-    if config.optim.threads:
-        torch.set_num_threads(config.optim.threads)
-    set_seed(config.seed)
-    run_dir = Path(config.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), allow_unicode=True, sort_keys=False))
+    run_dir = start_run(config)
     train_pairs = read_pairs(resolve_path(config, config.data.train))  # bad data fails before the model loads
     eval_pairs = read_pairs(resolve_path(config, config.data.eval)) if config.data.eval else []
     eval_pairs = eval_pairs[: config.data.max_eval_samples]

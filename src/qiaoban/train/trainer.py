@@ -256,10 +256,10 @@ def training_arguments(config: TrainConfig, run_dir: Path, has_eval: bool, argum
     )
 
 
-def run_training(config: TrainConfig, *, resume: bool = True, compare_base: bool = True) -> dict[str, Any]:
-    """Train as configured; returns (and writes) the run's metrics. Resumes from the latest checkpoint if any."""
+def start_run(config: TrainConfig) -> Path:
+    """Threads and seed as configured; the run directory, with the resolved config written into it."""
     import torch
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
     if config.optim.threads:
         torch.set_num_threads(config.optim.threads)
@@ -267,6 +267,14 @@ def run_training(config: TrainConfig, *, resume: bool = True, compare_base: bool
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), allow_unicode=True, sort_keys=False))
+    return run_dir
+
+
+def run_training(config: TrainConfig, *, resume: bool = True, compare_base: bool = True) -> dict[str, Any]:
+    """Train as configured; returns (and writes) the run's metrics. Resumes from the latest checkpoint if any."""
+    from transformers import Trainer
+
+    run_dir = start_run(config)
     model_dir = resolve_model_dir(config.model)
     tokenizer = load_tokenizer(model_dir)
     data = prepare_data(config, tokenizer)  # before the model: bad data fails fast and cheaply
