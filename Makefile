@@ -9,12 +9,12 @@ STAMP  := $(VENV)/.installed
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: chat test install model browser lint bench clean
+.PHONY: chat test install model browser engine lint bench clean
 
 chat: install model
 	@$(BIN)/qiaoban chat
 
-test: install model browser
+test: install model browser engine
 	$(BIN)/python -m pytest -ra
 
 install: $(STAMP)
@@ -29,6 +29,11 @@ $(STAMP): pyproject.toml requirements-models.txt
 
 model: install
 	@$(BIN)/qiaoban models fetch default
+
+# llama.cpp's server, the batching engine of `qiaoban serve --backend llama-server`: compiled once for this CPU
+# from the sources in llama-cpp-python's sdist, into $QIAOBAN_HOME/tools (about 11 minutes on 2 cores).
+engine: install
+	@$(BIN)/qiaoban models build-engine
 
 # Debian's chromium for the browser test of the web chat (Playwright drives it; nothing is downloaded).
 browser:

@@ -11,7 +11,9 @@ Three runs against servers it starts itself, on the same model, one after the ot
      prompt our server builds (the companion system prompt + the message), same max_tokens, streaming.
 With --turns T, the sessions run instead compares conversations: each client's requests are one session of T
 turns, once with the prefix cache (each session's next turn resumes from its kept KV state) and once without it
-(QIAOBAN_PREFIX_CACHE_MB=0, as before), reporting time to first piece of the first and of the last turn.
+(QIAOBAN_PREFIX_CACHE_MB=0, as before), reporting time to first piece of the first and of the last turn;
+--engine-slots N adds a third run, serve --backend llama-server --parallel N (llama.cpp's batching server), with
+ratios against the in-process run with the prefix cache, and the resident memory of server plus engine.
 Each server gets one warm-up request first (not counted). Each run prints requests/s, p50/p95 latency, p50 time to first piece, errors and (for 1) lost messages.
 """
 
@@ -33,6 +35,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +57,7 @@ class Outcome:
     ttft_s: float
     error: str = ""
     turn: int = 0  # the request's index within its client's session
+    reply_chars: int = 0
 
 
 @dataclass
@@ -69,6 +73,7 @@ class RunResult:
     ttft_p95_s: float = 0.0
     first_turn_ttft_p50_s: float = 0.0
     last_turn_ttft_p50_s: float = 0.0
+    reply_chars_per_s: float = 0.0  # aggregate over all clients: what children receive, per second
     lost_messages: int | None = None
     error_samples: list[str] = field(default_factory=list)
 
@@ -125,17 +130,21 @@ def summarize(name: str, outcomes: list[Outcome], wall_s: float, lost: int | Non
         ttft_p95_s=round(percentile([o.ttft_s for o in good], 0.95), 3),
         first_turn_ttft_p50_s=round(percentile([o.ttft_s for o in good if o.turn == 0], 0.5), 3),
         last_turn_ttft_p50_s=round(percentile([o.ttft_s for o in good if o.turn == last_turn], 0.5), 3),
+        reply_chars_per_s=round(sum(o.reply_chars for o in good) / wall_s, 2) if wall_s else 0.0,
         lost_messages=lost, error_samples=sorted({o.error for o in outcomes if not o.ok})[:5],
     )
 
 
 def start_qiaoban(model: str, threads: int, clients: int, max_tokens: int, db: Path,
-                  prefix_cache: bool = True) -> tuple[subprocess.Popen, str]:
+                  prefix_cache: bool = True, engine_slots: int = 0) -> tuple[subprocess.Popen, str]:
+    """`qiaoban serve` on llama.cpp in process, or with engine_slots > 0 in front of llama-server."""
     port = free_port()
     env = {**os.environ, "QIAOBAN_THREADS": str(threads), **({} if prefix_cache else {"QIAOBAN_PREFIX_CACHE_MB": "0"})}
+    engine = ["--backend", "llama-server", "--parallel", str(engine_slots)] if engine_slots else []
     proc = subprocess.Popen(
         [sys.executable, "-m", "qiaoban", "serve", "--model", model, "--port", str(port), "--db", str(db),
-         "--queue-size", str(max(16, 2 * clients)), "--max-tokens", str(max_tokens), "--request-timeout", "600"],
+         "--queue-size", str(max(16, 2 * clients)), "--max-tokens", str(max_tokens), "--request-timeout", "600",
+         *engine],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
@@ -183,7 +192,7 @@ def run_sessions(url: str, clients: int, total: int) -> tuple[list[Outcome], flo
                             raise RuntimeError("stream ended without done")
                         seen.append(("assistant", done["reply"]))
                     latency = time.perf_counter() - start
-                    outcomes.append(Outcome(True, latency, first or latency, turn=n))
+                    outcomes.append(Outcome(True, latency, first or latency, turn=n, reply_chars=len(done["reply"])))
                 except (httpx.HTTPError, RuntimeError) as err:
                     outcomes.append(Outcome(False, time.perf_counter() - start, 0.0, str(err) or type(err).__name__,
                                             turn=n))
@@ -259,6 +268,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--turns", type=int, default=None,
                         help="conversations of this many turns per client, with and without the prefix cache")
+    parser.add_argument("--engine-slots", type=int, default=0,
+                        help="with --turns: also run serve --backend llama-server --parallel N (make engine)")
     args = parser.parse_args()
     if args.turns:
         conversations(args)
@@ -317,38 +328,59 @@ def main() -> None:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
 
 
+def resident_mb(proc: subprocess.Popen) -> float:
+    """Resident memory of the server and its children (the engine), in MiB."""
+    root = psutil.Process(proc.pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+
+
 def conversations(args: argparse.Namespace) -> None:
     from qiaoban.config import default_threads
 
     threads = args.threads or default_threads()
     total = args.clients * args.turns
+    variants = [("sessions, no prefix cache (before)", False, 0), ("sessions, each turn resumes its prefix", True, 0)]
+    if args.engine_slots:
+        variants.append((f"sessions, llama-server x{args.engine_slots} slots", True, args.engine_slots))
     results: list[RunResult] = []
-    for cached in (False, True):
+    memory: list[float] = []
+    for name, cached, slots in variants:
         with tempfile.TemporaryDirectory() as tmp:
             db = Path(tmp) / "serve.db"
-            proc, url = start_qiaoban(args.model, threads, args.clients, args.max_tokens, db, prefix_cache=cached)
+            proc, url = start_qiaoban(args.model, threads, args.clients, args.max_tokens, db, prefix_cache=cached,
+                                      engine_slots=slots)
             try:
                 run_openai(url, args.model, 1, 1, args.max_tokens, None)  # warm-up
                 outcomes, wall, acknowledged = run_sessions(url, args.clients, total)
+                memory.append(resident_mb(proc))
             finally:
                 stop(proc)
-            name = "sessions, each turn resumes its prefix" if cached else "sessions, no prefix cache (before)"
             results.append(summarize(name, outcomes, wall, count_lost(db, acknowledged)))
     print(f"model {ensure_model(args.model).name}, {args.clients} clients x {args.turns} turns, "
-          f"max_tokens {args.max_tokens}, {threads} llama.cpp thread(s)")
-    print(f"{'run':42} {'req/s':>7} {'ttft50':>7} {'ttft95':>7} {'turn1':>7} {'turn' + str(args.turns):>7} "
-          f"{'errors':>6} {'lost':>5}")
-    for r in results:
-        print(f"{r.name:42} {r.requests_per_s:7.3f} {r.ttft_p50_s:7.2f} {r.ttft_p95_s:7.2f} "
-              f"{r.first_turn_ttft_p50_s:7.2f} {r.last_turn_ttft_p50_s:7.2f} {r.errors:6d} {r.lost_messages:>5}")
-    before, after = results
-    if after.first_turn_ttft_p50_s and before.ttft_p95_s and before.requests_per_s:
-        print(f"last/first turn ttft: {after.last_turn_ttft_p50_s / after.first_turn_ttft_p50_s:.2f}x "
-              f"(before {before.last_turn_ttft_p50_s / before.first_turn_ttft_p50_s:.2f}x); "
-              f"p95 ttft {after.ttft_p95_s / before.ttft_p95_s:.2f}x before's; "
-              f"throughput {after.requests_per_s / before.requests_per_s:.2f}x")
+          f"max_tokens {args.max_tokens}, {threads} llama.cpp thread(s), {cpu_name()}")
+    print(f"{'run':42} {'req/s':>7} {'chars/s':>7} {'ttft50':>7} {'ttft95':>7} {'turn1':>7} "
+          f"{'turn' + str(args.turns):>7} {'errors':>6} {'lost':>5} {'RSS MB':>7}")
+    for r, mb in zip(results, memory, strict=True):
+        print(f"{r.name:42} {r.requests_per_s:7.3f} {r.reply_chars_per_s:7.2f} {r.ttft_p50_s:7.2f} "
+              f"{r.ttft_p95_s:7.2f} {r.first_turn_ttft_p50_s:7.2f} {r.last_turn_ttft_p50_s:7.2f} {r.errors:6d} "
+              f"{r.lost_messages:>5} {mb:7.0f}")
+    before = results[1]  # today's default: llama.cpp in process, with the prefix cache
+    for after in results[2:]:
+        if after.first_turn_ttft_p50_s and before.ttft_p95_s and before.reply_chars_per_s:
+            print(f"{after.name}: last/first turn ttft {after.last_turn_ttft_p50_s / after.first_turn_ttft_p50_s:.2f}x; "
+                  f"p95 ttft {after.ttft_p95_s / before.ttft_p95_s:.2f}x in-process's; "
+                  f"reply chars/s {after.reply_chars_per_s / before.reply_chars_per_s:.2f}x")
     if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+        args.json.write_text(json.dumps([{**asdict(r), "resident_mb": round(mb)} for r, mb in
+                                         zip(results, memory, strict=True)], indent=2))
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            flags = Path("/proc/cpuinfo").read_text()
+            return line.split(":", 1)[1].strip() + (" (AVX-512)" if "avx512f" in flags else " (no AVX-512)")
+    return "unknown CPU"
 
 
 if __name__ == "__main__":

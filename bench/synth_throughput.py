@@ -3,6 +3,7 @@ the same local OpenAI-compatible server (llama-cpp-python's, started here on loo
 
     .venv/bin/python bench/synth_throughput.py --items 8 --workers 4            # fixture model, ~1 minute
     .venv/bin/python bench/synth_throughput.py --model default --items 6        # the 1.5B teacher (slow)
+    .venv/bin/python bench/synth_throughput.py --engine llama-server            # llama.cpp's server, N slots
 
 Both runs ask for the same items (same seed, same requests) into fresh files, and go through the whole
 pipeline: HTTP streaming, parsing, gates, dedup, append. Reported: items/min and accepted dialogues/min for each,
@@ -14,7 +15,9 @@ Workers can only overlap the client-side work (prompt building, parsing, gating,
 trips with generation, which is a small share here. The server must run with interrupt_requests=False:
 by default it cuts a streaming reply short whenever another request is waiting, which truncates concurrent
 replies. Against a server with real parallel slots (vLLM, llama.cpp's own llama-server -np N) or a hosted API,
-the same workers multiply throughput up to the server's capacity and the --rpm limit.
+the same workers multiply throughput up to the server's capacity and the --rpm limit. `--engine llama-server`
+measures that locally: llama.cpp's own server (`make engine`) with --workers slots, as `qiaoban synth --backend
+llama-server --workers N` starts it; both runs go to the same engine.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -61,6 +65,26 @@ def start_server(model_path: Path, threads: int, n_ctx: int) -> tuple[subprocess
         time.sleep(0.5)
     proc.kill()
     raise SystemExit("llama_cpp.server did not start")
+
+
+def start_engine(args: argparse.Namespace, model_path: Path) -> tuple[Callable[[], None], str, str]:
+    """The engine both runs talk to: (stop, base URL, description)."""
+    if args.engine == "llama-server":
+        from qiaoban.backends.llama_server import LlamaServerBackend
+
+        engine = LlamaServerBackend(model_path, parallel=args.workers, n_ctx=args.n_ctx, threads=args.threads,
+                                    timeout_s=args.timeout)
+        return engine.close, engine.base_url, f"llama-server, {args.workers} slots, {args.threads} threads"
+    proc, base_url = start_server(model_path, args.threads, args.n_ctx)
+
+    def stop() -> None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    return stop, base_url, f"llama_cpp.server, n_threads={args.threads}, interrupt_requests=False (one request at a time)"
 
 
 def one_run(base_url: str, workers: int, args: argparse.Namespace, workdir: Path) -> dict:
@@ -104,11 +128,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="alternate sequential and concurrent runs this many times (a shared machine's load "
                              "drifts; the median ratio over rounds is reported)")
+    parser.add_argument("--engine", choices=("llama-cpp-python", "llama-server"), default="llama-cpp-python",
+                        help="the local server both runs use")
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
 
     model_path = ensure_model(args.model)
-    proc, base_url = start_server(model_path, args.threads, args.n_ctx)
+    stop, base_url, server = start_engine(args, model_path)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             # Warm the server (model pages, first prompt) so neither measured run pays for it.
@@ -119,11 +145,7 @@ def main() -> None:
                 workdir = Path(tmp) / f"round{r}"
                 rounds.append((one_run(base_url, 1, args, workdir), one_run(base_url, args.workers, args, workdir)))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop()
 
     def ratio(key: str) -> float | None:
         values = sorted(c[key] / s[key] for s, c in rounds if c[key] and s[key])
@@ -132,7 +154,7 @@ def main() -> None:
     result = {
         "bench": "synth_throughput",
         "model": model_path.name,
-        "server": f"llama_cpp.server, n_threads={args.threads}, interrupt_requests=False (one request at a time)",
+        "server": server,
         "items": args.items,
         "max_tokens": args.max_tokens,
         "rounds": [{"baseline": s, "concurrent": c} for s, c in rounds],

@@ -74,6 +74,29 @@ def models_fetch(
     typer.echo(f"{known.name}: {path} (verified)")
 
 
+@models_app.command("build-engine")
+def models_build_engine(
+    jobs: Annotated[int | None, typer.Option(help="Compiler jobs (default: every core).")] = None,
+) -> None:
+    """Compile llama.cpp's server (the batching engine of `serve --backend llama-server`) for this CPU.
+
+    The sources are those in llama-cpp-python's source distribution, the release that is installed; the
+    binary goes to $QIAOBAN_HOME/tools/. Needs a C++ compiler (and cmake, else it is installed from PyPI);
+    about 11 minutes on 2 cores, once.
+    """
+    from qiaoban.backends import BackendError
+    from qiaoban.backends.llama_server import build_engine, built_engine_path
+
+    if built_engine_path().is_file():
+        typer.echo(f"llama-server: {built_engine_path()} (already built)")
+        return
+    try:
+        path = build_engine(jobs, log=lambda line: typer.echo(line, err=True))
+    except BackendError as err:
+        fail(str(err))
+    typer.echo(f"llama-server: {path}")
+
+
 # Each part of the mission adds its own commands.
 for module, name in (
     ("qiaoban.synth.cli", "synth"),

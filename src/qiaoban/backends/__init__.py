@@ -2,6 +2,7 @@
 
     from qiaoban.backends import load_backend
     backend = load_backend("llama", model="default")            # llama.cpp on the CPU
+    backend = load_backend("llama-server", parallel=4)         # llama.cpp's server: 4 slots, batched
     backend = load_backend("openai", base_url="http://127.0.0.1:8000/v1", api_model="qwen")
     backend = load_backend("transformers", model="runs/lora/merged")
     for delta in backend.stream_chat([{"role": "user", "content": "你好"}]):
@@ -15,13 +16,14 @@ from qiaoban.backends.base import (
     BackendError,
     ChatResult,
     ChatStream,
+    EngineUnavailable,
     GenerationConfig,
     Message,
     Usage,
     estimate_tokens,
 )
 
-BACKENDS = ("llama", "openai", "transformers")
+BACKENDS = ("llama", "llama-server", "openai", "transformers")
 
 __all__ = [
     "BACKENDS",
@@ -29,6 +31,7 @@ __all__ = [
     "BackendError",
     "ChatResult",
     "ChatStream",
+    "EngineUnavailable",
     "GenerationConfig",
     "Message",
     "Usage",
@@ -46,9 +49,11 @@ def load_backend(
     api_model: str | None = None,
     n_ctx: int | None = None,
     timeout_s: float = 120.0,
+    parallel: int = 4,
 ) -> Backend:
     """Build a backend. `model` is a known model name or a GGUF path (llama) or a checkpoint dir (transformers);
-    `adapter` a LoRA (GGUF for llama, a PEFT dir for transformers), "none" or None for the bare model."""
+    `adapter` a LoRA (GGUF for llama, a PEFT dir for transformers), "none" or None for the bare model;
+    `parallel` the llama-server engine's slots."""
     adapter = None if adapter == "none" else adapter
     if kind == "llama":
         from qiaoban.backends.llama_cpp import DEFAULT_CONTEXT, LlamaCppBackend
@@ -57,6 +62,15 @@ def load_backend(
         path = ensure_model(model or DEFAULT_MODEL)
         adapter_path = resolve_adapter(adapter) if adapter else None
         return LlamaCppBackend(path, adapter_path=adapter_path, n_ctx=n_ctx or DEFAULT_CONTEXT)
+    if kind == "llama-server":
+        from qiaoban.backends.llama_cpp import DEFAULT_CONTEXT
+        from qiaoban.backends.llama_server import LlamaServerBackend
+        from qiaoban.models import DEFAULT_MODEL, ensure_model, resolve_adapter
+
+        path = ensure_model(model or DEFAULT_MODEL)
+        adapter_path = resolve_adapter(adapter) if adapter else None
+        return LlamaServerBackend(path, adapter_path=adapter_path, n_ctx=n_ctx or DEFAULT_CONTEXT, parallel=parallel,
+                                  timeout_s=timeout_s)
     if kind == "openai":
         from qiaoban.backends.openai_http import OpenAIBackend
 

@@ -22,6 +22,10 @@ class BackendError(RuntimeError):
     """A backend could not produce a reply (model missing, server unreachable, timeout...)."""
 
 
+class EngineUnavailable(BackendError):
+    """The model's engine process is not running (it crashed, or could not start); try again shortly."""
+
+
 @dataclass
 class GenerationConfig:
     max_tokens: int = 256

@@ -81,7 +81,7 @@ def choose_adapter(requested: str | None, backend: str, model: str | None) -> st
     if requested:
         return None if requested == "none" else requested
     entry = lookup(model or DEFAULT_MODEL)
-    if backend != "llama" or entry is None or entry.default_adapter is None:
+    if backend not in ("llama", "llama-server") or entry is None or entry.default_adapter is None:
         return None
     try:
         return str(resolve_adapter(entry.default_adapter))

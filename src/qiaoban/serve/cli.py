@@ -19,7 +19,9 @@ def app(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     model: Annotated[str | None, typer.Option(help="Known model name or GGUF path (default: the 1.5B).")] = None,
     adapter: Annotated[str | None, typer.Option(help="LoRA adapter (GGUF path or name from `qiaoban models`; \"none\" for the bare model). Default: the companion adapter, with the default model.")] = None,
-    backend: Annotated[str, typer.Option(help="llama | openai | transformers")] = "llama",
+    backend: Annotated[str, typer.Option(help="llama | llama-server | openai | transformers")] = "llama",
+    parallel: Annotated[int, typer.Option(help="With --backend llama-server: the engine's slots (replies "
+                                               "decoded together, each keeping its session's prefix).")] = 4,
     base_url: Annotated[str | None, typer.Option(help="With --backend openai: the upstream, e.g. a vLLM "
                                                      "cluster at http://gpu-host:8000/v1")] = None,
     api_model: Annotated[str | None, typer.Option(help="Model name to request from --base-url.")] = None,
@@ -33,7 +35,7 @@ def app(
         help="Let guardians read what the child wrote (event text and whole conversations).")] = False,
     queue_size: Annotated[int, typer.Option(help="Requests that may wait for the model; more get 503.")] = 16,
     concurrency: Annotated[int | None, typer.Option(
-        help="Replies generated at once (default: 1 for llama, 16 for openai).")] = None,
+        help="Replies generated at once (default: 1 for llama, --parallel for llama-server, 16 for openai).")] = None,
     max_message_chars: Annotated[int, typer.Option(help="Longest message a child may send.")] = 2000,
     max_history_messages: Annotated[int, typer.Option(help="Most messages per API request / kept in context.")] = 64,
     max_tokens: Annotated[int, typer.Option(help="Longest reply in tokens (API callers may ask for up to 512).")] = 160,
@@ -52,7 +54,15 @@ def app(
 
     The safety layer screens every message and every reply. llama.cpp writes
     one reply at a time; others wait in a queue of --queue-size, and beyond
-    that clients get 503 with Retry-After. In front of a GPU cluster:
+    that clients get 503 with Retry-After. llama.cpp's own server as the
+    engine (built once, `make engine`) batches --parallel replies and keeps
+    each session's prefix; it pays on CPUs with more cores, not on 2 (see
+    docs/serving.md):
+
+    \b
+    qiaoban serve --backend llama-server --parallel 4
+
+    In front of a GPU cluster:
 
     \b
     qiaoban serve --backend openai --base-url http://vllm:8000/v1 \\
@@ -70,7 +80,7 @@ def app(
                                  "--request-timeout > 0")
     try:
         llm = load_backend(backend, model=model, adapter=choose_adapter(adapter, backend, model),
-                           base_url=base_url, api_model=api_model, timeout_s=request_timeout)
+                           base_url=base_url, api_model=api_model, timeout_s=request_timeout, parallel=parallel)
     except (ModelError, BackendError) as err:
         fail(str(err))
     settings = ServeSettings(
@@ -78,7 +88,7 @@ def app(
         guardian_token=guardian_token or None,
         store_transcripts=store_transcripts,
         queue_size=queue_size,
-        slots=concurrency or (1 if backend == "llama" else 16),
+        slots=concurrency or {"llama": 1, "llama-server": parallel}.get(backend, 16),
         max_message_chars=max_message_chars,
         max_history_messages=max_history_messages,
         reply_tokens=max_tokens,

@@ -16,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from qiaoban.backends import BackendError
+from qiaoban.backends import BackendError, EngineUnavailable
 from qiaoban.chat import ChatEngine, ContextOverflowError, Reply
 from qiaoban.serve.errors import ApiError
 from qiaoban.serve.queue import GenerationQueue, QueueFull, Ticket
 
+ENGINE_RETRY_AFTER_S = 5  # a restarted llama-server is ready within seconds
 log = logging.getLogger("qiaoban.serve")
 
 # How often a waiting job looks at its place in line (and reports it when it moved).
@@ -97,6 +98,10 @@ class JobRunner:
             outcome = Event("error", ApiError(413, str(err), code="context_length_exceeded"))
         except ValueError as err:  # the engine refused the message
             outcome = Event("error", ApiError(422, str(err), code="invalid_value"))
+        except EngineUnavailable as err:
+            log.warning("engine unavailable: %s", err)
+            outcome = Event("error", ApiError(503, f"the model is restarting: {err}", code="engine_unavailable",
+                                              retry_after_s=ENGINE_RETRY_AFTER_S))
         except BackendError as err:
             log.warning("backend error: %s", err)
             outcome = Event("error", ApiError(502, f"the model failed: {err}", code="backend_error"))

@@ -20,7 +20,7 @@ from qiaoban.synth.topics import TopicFileError
 
 
 def _teacher(backend: str, model: str | None, base_url: str | None, api_model: str | None, n_ctx: int | None,
-             timeout: float) -> Backend:
+             timeout: float, workers: int) -> Backend:
     if backend == "openai":
         if not base_url:
             raise BackendError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
@@ -29,7 +29,8 @@ def _teacher(backend: str, model: str | None, base_url: str | None, api_model: s
         # Retries are ours (capped, with backoff): the client's own retries would multiply them.
         return OpenAIBackend(base_url, api_model or model or "default", max_retries=0, timeout_s=timeout,
                              **({"context_length": n_ctx} if n_ctx else {}))
-    return load_backend(backend, model=model, base_url=base_url, api_model=api_model, n_ctx=n_ctx, timeout_s=timeout)
+    return load_backend(backend, model=model, base_url=base_url, api_model=api_model, n_ctx=n_ctx, timeout_s=timeout,
+                        parallel=workers)
 
 
 def _interrupt(signum, frame) -> None:
@@ -46,9 +47,11 @@ def app(
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")] = None,
     api_model: Annotated[str | None, typer.Option(help="Model name to send to the endpoint.")] = None,
     workers: Annotated[int, typer.Option(help="Concurrent teacher calls: for an HTTP teacher with parallel slots "
-                                         "(vLLM, hosted APIs). The llama backend and llama-cpp-python's server "
-                                         "run one request at a time; start that server with "
-                                         "--interrupt_requests False or it cuts concurrent replies short.")] = 1,
+                                         "(vLLM, hosted APIs) and for --backend llama-server (it starts "
+                                         "llama.cpp's server with this many slots). The llama backend and "
+                                         "llama-cpp-python's server run one request at a time; start that "
+                                         "server with --interrupt_requests False or it cuts concurrent replies "
+                                         "short.")] = 1,
     seed: Annotated[int, typer.Option(help="Plan seed: item i of seed s is always the same request, id "
                                       "syn-s{s}-{i:06d}.")] = 0,
     rpm: Annotated[float, typer.Option(help="Requests per minute over all workers (0: no limit).")] = 0.0,
@@ -102,7 +105,7 @@ def app(
         if dry_run_:
             dry_run(config, echo=typer.echo)
             return
-        teacher = _teacher(backend, model, base_url, api_model, n_ctx, timeout)
+        teacher = _teacher(backend, model, base_url, api_model, n_ctx, timeout, workers)
         # `kill PID` stops like Ctrl-C: workers stop, the report of the run so far is written.
         signal.signal(signal.SIGTERM, _interrupt)
         try:

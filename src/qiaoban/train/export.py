@@ -22,6 +22,8 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
+from qiaoban.backends import BackendError
+from qiaoban.backends.llama_server import fetch_llama_sources
 from qiaoban.config import adapters_dir, home
 
 CONVERTER_FILES = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py")
@@ -38,15 +40,10 @@ def ensure_converters() -> Path:
     tools = home() / "tools" / f"llama.cpp-{release}"
     if (tools / ".complete").is_file():
         return tools
-    cache = home() / "tools" / "sdist"
-    cache.mkdir(parents=True, exist_ok=True)
-    archive = cache / f"llama_cpp_python-{release}.tar.gz"
-    if not archive.is_file():
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                   f"llama-cpp-python=={release}", "-d", str(cache)]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0 or not archive.is_file():
-            raise ExportError(f"could not fetch llama-cpp-python {release}'s source for its converters:\n{done.stderr[-2000:]}")
+    try:
+        archive = fetch_llama_sources(home() / "tools" / "sdist")
+    except BackendError as err:
+        raise ExportError(f"{err} (needed for llama.cpp's converters)") from err
     prefix = f"llama_cpp_python-{release}/vendor/llama.cpp/"
     partial = tools.with_name(tools.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
