@@ -376,11 +376,10 @@ def conversations(args: argparse.Namespace) -> None:
 
 
 def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            flags = Path("/proc/cpuinfo").read_text()
-            return line.split(":", 1)[1].strip() + (" (AVX-512)" if "avx512f" in flags else " (no AVX-512)")
-    return "unknown CPU"
+    info = Path("/proc/cpuinfo").read_text()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                "unknown CPU")
+    return name + (" (AVX-512)" if "avx512f" in info else " (no AVX-512)")
 
 
 if __name__ == "__main__":

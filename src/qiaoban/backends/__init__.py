@@ -55,20 +55,18 @@ def load_backend(
     `adapter` a LoRA (GGUF for llama, a PEFT dir for transformers), "none" or None for the bare model;
     `parallel` the llama-server engine's slots."""
     adapter = None if adapter == "none" else adapter
-    if kind == "llama":
-        from qiaoban.backends.llama_cpp import DEFAULT_CONTEXT, LlamaCppBackend
-        from qiaoban.models import DEFAULT_MODEL, ensure_model, resolve_adapter
-
-        path = ensure_model(model or DEFAULT_MODEL)
-        adapter_path = resolve_adapter(adapter) if adapter else None
-        return LlamaCppBackend(path, adapter_path=adapter_path, n_ctx=n_ctx or DEFAULT_CONTEXT)
-    if kind == "llama-server":
+    if kind in ("llama", "llama-server"):
         from qiaoban.backends.llama_cpp import DEFAULT_CONTEXT
-        from qiaoban.backends.llama_server import LlamaServerBackend
         from qiaoban.models import DEFAULT_MODEL, ensure_model, resolve_adapter
 
         path = ensure_model(model or DEFAULT_MODEL)
         adapter_path = resolve_adapter(adapter) if adapter else None
+        if kind == "llama":
+            from qiaoban.backends.llama_cpp import LlamaCppBackend
+
+            return LlamaCppBackend(path, adapter_path=adapter_path, n_ctx=n_ctx or DEFAULT_CONTEXT)
+        from qiaoban.backends.llama_server import LlamaServerBackend
+
         return LlamaServerBackend(path, adapter_path=adapter_path, n_ctx=n_ctx or DEFAULT_CONTEXT, parallel=parallel,
                                   timeout_s=timeout_s)
     if kind == "openai":
