@@ -188,6 +188,18 @@ class LlamaServer:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def exited(self, grace_s: float = 1.0) -> bool:
+        """Whether the engine is gone, waiting up to `grace_s`: a killed process closes its sockets a moment
+        before it can be reaped, so a dropped connection may arrive first."""
+        process = self.process
+        if process is None:
+            return True
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def ensure_running(self) -> None:
         """Start the engine again if it died; requests it was serving have already failed."""
         with self._lock:
@@ -212,7 +224,6 @@ class LlamaServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
 
     def close(self) -> None:
         self.stop()
@@ -241,7 +252,6 @@ class LlamaServerBackend(OpenAIBackend):
         super().__init__(self.engine.base_url + "/v1", "qiaoban", context_length=n_ctx, max_retries=0,
                          timeout_s=timeout_s)
         self.name = model_path.stem + (f"+{adapter_path.stem}" if adapter_path else "") + f"@llama-server×{parallel}"
-        self.parallel = parallel
         self.profile = profile_of(str(model_path), str(adapter_path) if adapter_path else None)
         self._http = httpx.Client(timeout=30.0)
 
@@ -268,7 +278,7 @@ class LlamaServerBackend(OpenAIBackend):
         try:
             yield from super()._generate(messages, gen, usage)
         except BackendError as err:
-            if not self.engine.alive():
+            if self.engine.exited():
                 raise EngineUnavailable("llama-server stopped mid-reply; it restarts on the next request") from err
             raise
 
